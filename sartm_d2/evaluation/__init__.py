@@ -1,0 +1,5 @@
+"""Evaluation of RGB-T semantic segmentation (Detectron2's metrics plus the RGB-T papers' mIoU)."""
+
+from .sem_seg_evaluation import RGBTSemSegEvaluator, confusion_matrix, segmentation_metrics
+
+__all__ = ["RGBTSemSegEvaluator", "confusion_matrix", "segmentation_metrics"]

@@ -1,0 +1,172 @@
+"""Losses of SARTM: OHEM cross-entropy for both heads and the language-aided distillation loss.
+
+Everything here is computed in float32 (also under bf16/fp16 autocast) and without host syncs or
+Python loops over samples or classes, so it costs the same at any batch size and class count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["cross_entropy", "ohem_cross_entropy", "semantic_loss", "language_distillation_loss"]
+
+LOSS_TYPES = ("ohem", "cross_entropy")
+
+
+def _no_autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Plain pixel-wise cross-entropy, mean over the non-ignored pixels (0 if there are none).
+
+    Args:
+        logits: (B, K, H, W) class scores.
+        target: (B, H, W) int64 labels; ``ignore_index`` marks pixels without a label.
+    """
+    with _no_autocast(logits.device):
+        pixel_loss = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+        valid = (target != ignore_index).to(pixel_loss.dtype)
+        # Ignored pixels already contribute 0; dividing by clamp(count, 1) keeps an all-ignored batch
+        # at an exact, differentiable 0 instead of NaN.
+        return pixel_loss.sum() / valid.sum().clamp(min=1.0)
+
+
+def ohem_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int = 255,
+    thresh: float = 0.7,
+    min_kept_fraction: float = 1.0 / 16,
+) -> torch.Tensor:
+    """Online hard example mining cross-entropy, the RGB-X segmentation convention.
+
+    Pixels whose loss exceeds ``-log(thresh)`` (predicted probability of the true class below
+    ``thresh``) are kept; if fewer than ``max(1, floor(valid * min_kept_fraction))`` qualify, the
+    that-many hardest pixels are kept instead. The kept losses are averaged. Selection is global
+    over the batch, as in the paper's Eq. (11).
+
+    The "at least n hardest" rule is computed without a host sync: with ``kth`` the n-th largest
+    loss, ``keep = (loss > -log(thresh)) | (loss >= kth)`` is exactly "above threshold" when at
+    least n pixels pass it, and "the n hardest" otherwise.
+
+    Args:
+        logits: (B, K, H, W) class scores.
+        target: (B, H, W) int64 labels; ``ignore_index`` marks pixels without a label.
+        thresh: probability threshold (0 < thresh <= 1); 1.0 keeps every pixel with loss > 0.
+        min_kept_fraction: fraction of the valid pixels that is always kept (the hardest ones).
+    """
+    if not 0.0 < thresh <= 1.0:
+        raise ValueError(f"OHEM threshold must be in (0, 1] (MODEL.SEM_SEG_HEAD.OHEM_THRESH), got {thresh}.")
+    if not 0.0 <= min_kept_fraction <= 1.0:
+        raise ValueError(
+            "OHEM minimum kept fraction must be in [0, 1] (MODEL.SEM_SEG_HEAD.OHEM_MIN_KEPT_FRACTION), "
+            f"got {min_kept_fraction}."
+        )
+    with _no_autocast(logits.device):
+        pixel_loss = F.cross_entropy(
+            logits.float(), target, ignore_index=ignore_index, reduction="none"
+        ).flatten()
+        valid = (target != ignore_index).flatten()
+        n_valid = valid.sum()
+        n_min = torch.floor(n_valid.to(torch.float64) * min_kept_fraction).long().clamp(min=1)
+        # Losses are >= 0, so -1 puts ignored pixels below every valid one in the ranking.
+        ranked = torch.where(valid, pixel_loss, pixel_loss.new_full((), -1.0))
+        ranked = torch.sort(ranked, descending=True).values
+        kth = ranked.gather(0, (n_min - 1).clamp(max=ranked.numel() - 1).reshape(1))
+        keep = valid & ((pixel_loss > -math.log(thresh)) | (pixel_loss >= kth))
+        keep_f = keep.to(pixel_loss.dtype)
+        return (pixel_loss * keep_f).sum() / keep_f.sum().clamp(min=1.0)
+
+
+def semantic_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    loss_type: str,
+    ignore_index: int = 255,
+    ohem_thresh: float = 0.7,
+    ohem_min_kept_fraction: float = 1.0 / 16,
+) -> torch.Tensor:
+    """Dispatch on ``loss_type`` ("ohem" or "cross_entropy", MODEL.SEM_SEG_HEAD.LOSS_TYPE)."""
+    if loss_type == "ohem":
+        return ohem_cross_entropy(
+            logits,
+            target,
+            ignore_index=ignore_index,
+            thresh=ohem_thresh,
+            min_kept_fraction=ohem_min_kept_fraction,
+        )
+    if loss_type == "cross_entropy":
+        return cross_entropy(logits, target, ignore_index=ignore_index)
+    raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE must be one of {LOSS_TYPES}, got {loss_type!r}.")
+
+
+def language_distillation_loss(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    tau: float,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """Relation distillation from class-name text embeddings to visual class prototypes (paper §III-E).
+
+    1. Labels are nearest-resized from full resolution to the feature size (h, w).
+    2. Prototypes: masked average pooling of ``features`` per class over the whole batch (one
+       one-hot einsum), only for the classes present in the batch.
+    3. ``S_p`` / ``S_t``: cosine self-similarity of the prototypes / of the matching text embeddings.
+    4. Loss: mean over present classes i of ``KL(softmax(S_t[i]/tau) || softmax(S_p[i]/tau))``,
+       with both softmaxes restricted to the present classes; the text relation is the target.
+
+    Compared with the official release: the temperature ``tau`` is configurable (it used 1, which
+    makes softmax over cosines in [-1, 1] almost uniform, so the loss carries little signal); absent
+    classes are excluded from rows and columns (it averaged over all C x C entries, with zero
+    prototypes for absent classes); and each prototype is the plain mean of its pixels' feature
+    vectors (it divided by the pixel count twice and mixed pixels with channels).
+
+    Fewer than two present classes carry no relation: the result is then an exact 0 that is still
+    connected to ``features`` (so DDP and autograd see the usual graph).
+
+    Args:
+        features: (B, C, h, w) fused stride-16 features.
+        labels: (B, H, W) int64 full-resolution labels; ``ignore_index`` and ids >= K are skipped.
+        text_embeddings: (K, Dt) class text embeddings (any norm).
+        tau: softmax temperature (> 0, MODEL.SARTM.DISTILL.TAU).
+    Returns:
+        A float32 scalar.
+    """
+    if tau <= 0:
+        raise ValueError(f"MODEL.SARTM.DISTILL.TAU must be > 0, got {tau}.")
+    num_classes = text_embeddings.shape[0]
+    with _no_autocast(features.device):
+        feats = features.float()
+        h, w = feats.shape[-2:]
+        small = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+        small = torch.where((small >= 0) & (small < num_classes), small, torch.full_like(small, num_classes))
+        one_hot = F.one_hot(small, num_classes + 1)[..., :num_classes].to(feats.dtype)  # (B, h, w, K)
+
+        counts = one_hot.sum(dim=(0, 1, 2))  # (K,)
+        sums = torch.einsum("bchw,bhwk->kc", feats, one_hot)
+        prototypes = sums / counts.clamp(min=1.0)[:, None]
+        present = counts > 0
+
+        proto_n = F.normalize(prototypes, dim=1)
+        text_n = F.normalize(text_embeddings.to(device=feats.device, dtype=torch.float32), dim=1)
+        s_p = proto_n @ proto_n.t() / tau
+        s_t = text_n @ text_n.t() / tau
+
+        # Absent columns get a large finite negative logit: their probability is exactly 0 and
+        # (unlike -inf) no NaN can reach the gradient.
+        col_mask = present[None, :]
+        very_negative = torch.finfo(torch.float32).min / 4
+        log_p = torch.log_softmax(s_p.masked_fill(~col_mask, very_negative), dim=1)
+        log_t = torch.log_softmax(s_t.masked_fill(~col_mask, very_negative), dim=1)
+        kl = torch.where(col_mask, log_t.exp() * (log_t - log_p), torch.zeros_like(log_p)).sum(dim=1)
+
+        present_f = present.to(torch.float32)
+        n_present = present_f.sum()
+        loss = (kl * present_f).sum() / n_present.clamp(min=1.0)
+        return loss * (n_present >= 2).to(torch.float32)

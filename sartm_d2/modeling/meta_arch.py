@@ -1,0 +1,311 @@
+"""The SARTM meta-architecture: SAM2 Hiera + per-modality LoRA, fusion, mask-decoder head, aux head, KD."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+from torch import nn
+
+from ..data import get_classes
+from .fusion import build_fusion, fusion_requires_text
+from .heads import build_aux_head
+from .losses import LOSS_TYPES, language_distillation_loss, semantic_loss
+from .sam2_checkpoint import load_sam2_checkpoint
+from .text_teacher import text_embeddings_from_config
+
+__all__ = ["SARTM"]
+
+logger = logging.getLogger(__name__)
+
+
+def _count(module: nn.Module | None) -> tuple[int, int]:
+    if module is None:
+        return 0, 0
+    params = list(module.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+@META_ARCH_REGISTRY.register()
+class SARTM(nn.Module):
+    """Segment Any RGB-Thermal Model (paper §III) with SemanticSegmentor's input/output contract.
+
+    Per step: the 4-channel [R, G, B, T] images are normalised, padded to ``size_divisibility`` and
+    split into RGB and thermal (replicated to 3 channels); ONE backbone call runs both, stacked
+    modality-major. The fusion merges each pyramid level; the SAM2 mask-decoder head gives the main
+    logits and the optional auxiliary head a second prediction (both supervised at the padded input
+    size); the distillation aligns the class-relation structure of the fused stride-16 features
+    with that of the class-name text embeddings.
+
+    Ablation switches (paper Tables): ``distill_enabled=False`` ("without language": no
+    distillation loss, and fusion "paper" then has no language term), ``aux_head=None`` ("without
+    aux head"), the LoRA rank and the fusion / aux-head types (set when building the parts).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        fusion: nn.Module,
+        sem_seg_head: nn.Module,
+        aux_head: nn.Module | None,
+        class_names: list[str],
+        text_embeddings: torch.Tensor | None,
+        pixel_mean: tuple[float, ...],
+        pixel_std: tuple[float, ...],
+        size_divisibility: int = 32,
+        ignore_value: int = 255,
+        main_loss_weight: float = 1.0,
+        aux_loss_weight: float = 0.4,
+        loss_type: str = "ohem",
+        ohem_thresh: float = 0.7,
+        ohem_min_kept_fraction: float = 1.0 / 16,
+        distill_enabled: bool = True,
+        distill_tau: float = 0.1,
+        distill_weight: float = 1.0,
+        aux_average_at_inference: bool = False,
+        sam2_checkpoint: str = "",
+    ):
+        """
+        Args:
+            backbone: maps modality-major (2B, 3, H, W) to per-modality "sfm"/"ifp"/"ffp".
+            fusion: fuses the per-modality pyramid to (B, ...) levels; ``requires_text`` says whether
+                it needs the text embeddings.
+            sem_seg_head: main head, fused pyramid -> (B, K, H/4, W/4) logits.
+            aux_head: auxiliary head with the same contract, or None.
+            class_names: the K class names (label order).
+            text_embeddings: (K, Dt) class-name embeddings, or None when neither the distillation nor
+                the fusion uses them. Kept as a persistent buffer so MODEL.WEIGHTS carries them.
+            pixel_mean, pixel_std: 4 values each (R, G, B, T), for inputs in the 0..255 range.
+            size_divisibility: images (and labels) are padded to a multiple of it.
+            ignore_value: label of unlabelled pixels (padding gets it too).
+            main_loss_weight, aux_loss_weight, distill_weight: loss weights.
+            loss_type, ohem_thresh, ohem_min_kept_fraction: see ``losses.semantic_loss``.
+            distill_enabled, distill_tau: language-aided distillation on/off and its temperature.
+            aux_average_at_inference: predict with log(mean(softmax(main), softmax(aux))).
+            sam2_checkpoint: official SAM2 checkpoint loaded into the built model ("" = random).
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.fusion = fusion
+        self.sem_seg_head = sem_seg_head
+        self.aux_head = aux_head
+        self.class_names = list(class_names)
+        num_classes = len(self.class_names)
+
+        if len(pixel_mean) != 4 or len(pixel_std) != 4:
+            raise ValueError(
+                f"MODEL.PIXEL_MEAN / MODEL.PIXEL_STD need 4 values (R, G, B, T), got {list(pixel_mean)} / "
+                f"{list(pixel_std)}."
+            )
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
+        )
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+        needs_text = distill_enabled or getattr(fusion, "requires_text", False)
+        if needs_text and text_embeddings is None:
+            raise ValueError(
+                "SARTM needs class text embeddings (MODEL.SARTM.DISTILL.ENABLED is on or MODEL.SARTM.FUSION "
+                "uses language guidance), but none were given."
+            )
+        if text_embeddings is not None:
+            if text_embeddings.dim() != 2 or text_embeddings.shape[0] != num_classes:
+                raise ValueError(
+                    f"Text embeddings must be (K={num_classes}, Dt), got {tuple(text_embeddings.shape)}."
+                )
+            self.register_buffer("text_embeddings", text_embeddings.detach().float().clone(), persistent=True)
+        else:
+            self.register_buffer("text_embeddings", None)
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE must be one of {LOSS_TYPES}, got {loss_type!r}.")
+
+        self.size_divisibility = max(
+            int(size_divisibility), int(getattr(backbone, "size_divisibility", 0) or 0)
+        )
+        self.ignore_value = ignore_value
+        self.main_loss_weight = main_loss_weight
+        self.aux_loss_weight = aux_loss_weight
+        self.loss_type = loss_type
+        self.ohem_thresh = ohem_thresh
+        self.ohem_min_kept_fraction = ohem_min_kept_fraction
+        self.distill_enabled = distill_enabled
+        self.distill_tau = distill_tau
+        self.distill_weight = distill_weight
+        if aux_average_at_inference and aux_head is None:
+            raise ValueError(
+                "MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE is True but there is no auxiliary head "
+                '(MODEL.SARTM.AUX_HEAD.NAME ""); name a head or set AVERAGE_AT_INFERENCE False.'
+            )
+        self.aux_average_at_inference = aux_average_at_inference
+
+        if sam2_checkpoint:
+            load_sam2_checkpoint(self, sam2_checkpoint)
+        else:
+            logger.warning(
+                "MODEL.SAM2.CHECKPOINT is empty: the SAM2 trunk, neck and mask decoder keep RANDOM weights "
+                "(fine for tests; for real training set it to an official sam2(.1)_hiera_*.pt file)."
+            )
+        for name in ("backbone", "fusion", "sem_seg_head", "aux_head"):
+            total, trainable = _count(getattr(self, name))
+            if getattr(self, name) is not None:
+                logger.info(
+                    "SARTM %s: %.3f M parameters, %.3f M trainable.", name, total / 1e6, trainable / 1e6
+                )
+        total, trainable = _count(self)
+        logger.info("SARTM total: %.3f M parameters, %.3f M trainable.", total / 1e6, trainable / 1e6)
+
+    @classmethod
+    def from_config(cls, cfg):
+        datasets = cfg.DATASETS.TRAIN if len(cfg.DATASETS.TRAIN) else cfg.DATASETS.TEST
+        if not len(datasets):
+            raise ValueError(
+                "SARTM takes its class names from DATASETS.TRAIN[0] (or DATASETS.TEST[0]); both are empty."
+            )
+        class_names, _ = get_classes(datasets[0], cfg.DATASETS.BACKGROUND_AS_IGNORE)
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        if len(class_names) != num_classes:
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES = {num_classes}, but dataset {datasets[0]!r} has "
+                f"{len(class_names)} classes with DATASETS.BACKGROUND_AS_IGNORE = "
+                f"{cfg.DATASETS.BACKGROUND_AS_IGNORE}: {class_names}. Set NUM_CLASSES to {len(class_names)}."
+            )
+        distill = cfg.MODEL.SARTM.DISTILL
+        text_embeddings = None
+        if distill.ENABLED or fusion_requires_text(cfg.MODEL.SARTM.FUSION, distill.ENABLED):
+            text_embeddings = text_embeddings_from_config(cfg, class_names)
+
+        backbone = build_backbone(cfg, ShapeSpec(channels=3))
+        fusion = build_fusion(
+            cfg,
+            backbone.output_shape(),
+            text_dim=None if text_embeddings is None else text_embeddings.shape[1],
+        )
+        head_cfg = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "backbone": backbone,
+            "fusion": fusion,
+            "sem_seg_head": build_sem_seg_head(cfg, fusion.output_shape()),
+            "aux_head": build_aux_head(cfg, fusion.output_shape()),
+            "class_names": class_names,
+            "text_embeddings": text_embeddings,
+            "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+            "ignore_value": head_cfg.IGNORE_VALUE,
+            "main_loss_weight": head_cfg.LOSS_WEIGHT,
+            "aux_loss_weight": cfg.MODEL.SARTM.AUX_HEAD.LOSS_WEIGHT,
+            "loss_type": head_cfg.LOSS_TYPE,
+            "ohem_thresh": head_cfg.OHEM_THRESH,
+            "ohem_min_kept_fraction": head_cfg.OHEM_MIN_KEPT_FRACTION,
+            "distill_enabled": distill.ENABLED,
+            "distill_tau": distill.TAU,
+            "distill_weight": distill.LOSS_WEIGHT,
+            "aux_average_at_inference": cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE,
+            "sam2_checkpoint": cfg.MODEL.SAM2.CHECKPOINT,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def merge_lora(self) -> int:
+        """Merge the LoRA deltas into the backbone weights (explicit, for inference only)."""
+        return self.backbone.merge_lora()
+
+    def unmerge_lora(self) -> int:
+        """Undo ``merge_lora`` (required before training again)."""
+        return self.backbone.unmerge_lora()
+
+    def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
+        """Normalise the (4, H, W) images and pad them to ``size_divisibility`` (padding = 0 after norm)."""
+        images = [x["image"].to(self.device, non_blocking=True).float() for x in batched_inputs]
+        if any(img.dim() != 3 or img.shape[0] != 4 for img in images):
+            shapes = [tuple(img.shape) for img in images]
+            raise ValueError(
+                f'SARTM expects each "image" as a (4, H, W) R, G, B, T tensor, got shapes {shapes}.'
+            )
+        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward(self, batched_inputs: list[dict]):
+        """
+        Args:
+            batched_inputs: mapper dicts with "image" (4, H, W) float 0..255, "sem_seg" (H, W) int64
+                (training), "height"/"width" (inference output size, default: the image size).
+        Returns:
+            training: {"loss_sem_seg", "loss_aux" (with an aux head), "loss_distill" (if enabled)};
+            inference: [{"sem_seg": (K, height, width) logits}] per image.
+        """
+        images = self.preprocess_image(batched_inputs)
+        x = images.tensor
+        # Modality-major stack: rows 0..B-1 RGB, B..2B-1 thermal replicated to 3 channels.
+        stacked = torch.cat([x[:, :3], x[:, 3:4].expand(-1, 3, -1, -1)], dim=0)
+        features = self.backbone(stacked)
+        fused = self.fusion(features, self.text_embeddings if self.fusion.requires_text else None)
+        main = self.sem_seg_head(fused)
+        aux = self.aux_head(fused) if self.aux_head is not None else None
+        padded_size = x.shape[-2:]
+
+        if self.training:
+            if "sem_seg" not in batched_inputs[0]:
+                raise ValueError(
+                    'SARTM in training mode needs "sem_seg" in every input dict (the label map).'
+                )
+            targets = [b["sem_seg"].to(self.device, non_blocking=True) for b in batched_inputs]
+            targets = ImageList.from_tensors(
+                targets, self.size_divisibility, pad_value=self.ignore_value
+            ).tensor
+            targets = targets.long()
+            return self.losses(main, aux, fused["sfm"], targets, padded_size)
+
+        if self.aux_average_at_inference:
+            prob = 0.5 * (main.float().softmax(dim=1) + aux.float().softmax(dim=1))
+            logits = torch.log(prob.clamp(min=1e-12))
+        else:
+            logits = main.float()
+        logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
+        results = []
+        for result, input_per_image, image_size in zip(logits, batched_inputs, images.image_sizes):
+            height = input_per_image.get("height", image_size[0])
+            width = input_per_image.get("width", image_size[1])
+            results.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
+        return results
+
+    def losses(
+        self,
+        main: torch.Tensor,
+        aux: torch.Tensor | None,
+        sfm: torch.Tensor,
+        targets: torch.Tensor,
+        padded_size: tuple[int, int],
+    ) -> dict[str, torch.Tensor]:
+        """Weighted losses; logits are upsampled (bilinear) to the padded input size first."""
+
+        def seg_loss(logits: torch.Tensor) -> torch.Tensor:
+            logits = F.interpolate(logits.float(), size=padded_size, mode="bilinear", align_corners=False)
+            return semantic_loss(
+                logits,
+                targets,
+                loss_type=self.loss_type,
+                ignore_index=self.ignore_value,
+                ohem_thresh=self.ohem_thresh,
+                ohem_min_kept_fraction=self.ohem_min_kept_fraction,
+            )
+
+        losses = {"loss_sem_seg": self.main_loss_weight * seg_loss(main)}
+        if aux is not None:
+            losses["loss_aux"] = self.aux_loss_weight * seg_loss(aux)
+        if self.distill_enabled:
+            kd = language_distillation_loss(
+                sfm, targets, self.text_embeddings, tau=self.distill_tau, ignore_index=self.ignore_value
+            )
+            losses["loss_distill"] = self.distill_weight * kd
+        return losses

@@ -1,0 +1,188 @@
+"""Load official SAM2 / SAM2.1 checkpoints (``{"model": state_dict}``) into a SARTM model.
+
+Key mapping (checkpoint -> SARTM):
+
+==========================================  =========================================
+``image_encoder.trunk.*``                   ``backbone.trunk.*``
+``image_encoder.neck.*``                    ``backbone.neck.*``
+``sam_mask_decoder.conv_s0.*`` / ``conv_s1``  ``backbone.conv_s0.*`` / ``backbone.conv_s1.*``
+``sam_mask_decoder.transformer.*``          ``sem_seg_head.decoder.transformer.*``
+``sam_mask_decoder.output_upscaling.*``     ``sem_seg_head.decoder.output_upscaling.*``
+``sam_prompt_encoder.pe_layer.*``           ``sem_seg_head.pe_layer.*``
+``sam_prompt_encoder.no_mask_embed.*``      ``sem_seg_head.no_mask_embed.*``
+==========================================  =========================================
+
+Re-initialised (their shapes depend on the number of classes): the decoder's ``mask_tokens``,
+``iou_token``, ``output_hypernetworks_mlps`` and ``iou_prediction_head``. Everything else (object
+score head, memory modules, the prompt encoder's point/mask embeddings...) is ignored.
+
+Loading is strict for what SARTM takes: a shape that does not fit, a checkpoint tensor the model
+has no place for, or a model tensor the checkpoint lacks is an error (e.g. a b+ checkpoint for a t
+model), not a silent skip. Only a whole missing component (e.g. no ``sem_seg_head`` when the
+backbone is used alone) is ignored, with the reason in the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SAM2_KEY_MAP",
+    "SAM2_REINITIALISED",
+    "convert_sam2_state_dict",
+    "load_sam2_checkpoint",
+    "read_sam2_checkpoint",
+]
+
+# Checkpoint prefix -> SARTM prefix.
+SAM2_KEY_MAP = (
+    ("image_encoder.trunk.", "backbone.trunk."),
+    ("image_encoder.neck.", "backbone.neck."),
+    ("sam_mask_decoder.conv_s0.", "backbone.conv_s0."),
+    ("sam_mask_decoder.conv_s1.", "backbone.conv_s1."),
+    ("sam_mask_decoder.transformer.", "sem_seg_head.decoder.transformer."),
+    ("sam_mask_decoder.output_upscaling.", "sem_seg_head.decoder.output_upscaling."),
+    ("sam_prompt_encoder.pe_layer.", "sem_seg_head.pe_layer."),
+    ("sam_prompt_encoder.no_mask_embed.", "sem_seg_head.no_mask_embed."),
+)
+# Checkpoint prefixes of class-count-dependent decoder parts that SARTM trains from scratch.
+SAM2_REINITIALISED = (
+    "sam_mask_decoder.mask_tokens",
+    "sam_mask_decoder.iou_token",
+    "sam_mask_decoder.output_hypernetworks_mlps.",
+    "sam_mask_decoder.iou_prediction_head.",
+)
+_GET_CHECKPOINTS = (
+    "Official checkpoints (sam2_hiera_*.pt, sam2.1_hiera_*.pt, e.g. sam2.1_hiera_base_plus.pt) come from "
+    "https://github.com/facebookresearch/sam2 (checkpoints/download_ckpts.sh); set MODEL.SAM2.CHECKPOINT "
+    "to the local file, or to '' to build with random weights."
+)
+
+
+def _map_key(key: str) -> tuple[str, str] | None:
+    """(SARTM key, SARTM prefix it falls under) for a mapped checkpoint key, else None."""
+    for src, dst in SAM2_KEY_MAP:
+        if key.startswith(src):
+            return dst + key[len(src) :], dst
+    return None
+
+
+def convert_sam2_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the SAM2 keys SARTM uses to SARTM's names; re-initialised and unused keys are dropped."""
+    out = {}
+    for key, value in state_dict.items():
+        mapped = _map_key(key)
+        if mapped is not None:
+            out[mapped[0]] = value
+    return out
+
+
+def read_sam2_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    """The state dict of an official SAM2 checkpoint file, with one clear error for each bad input."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"SAM2 checkpoint {path!r} does not exist. {_GET_CHECKPOINTS}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"Cannot read SAM2 checkpoint {path!r} as a torch file (weights only): {e}") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        found = sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(
+            f"{path!r} is not an official SAM2 checkpoint: expected a dict {{'model': state_dict}}, "
+            f"found {found}."
+        )
+    state_dict = ckpt["model"]
+    if not any(k.startswith("image_encoder.trunk.") for k in state_dict):
+        hint = (
+            " It looks like a converted / detectron2 file: use it as MODEL.WEIGHTS instead."
+            if any(k.startswith("backbone.") for k in state_dict)
+            else ""
+        )
+        raise ValueError(f"{path!r} has no 'image_encoder.trunk.*' keys: not a SAM2 checkpoint.{hint}")
+    return state_dict
+
+
+def load_sam2_checkpoint(model: nn.Module, path: str) -> dict:
+    """Load an official SAM2 / SAM2.1 checkpoint into a SARTM model (``backbone``, ``sem_seg_head``).
+
+    Returns a report: ``{"loaded": [SARTM keys], "reinitialised": [checkpoint keys],
+    "ignored": [checkpoint keys], "ignored_reasons": {checkpoint key: reason}}``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message says where to get checkpoints).
+        ValueError: not a ``{"model": ...}`` SAM2 file; a shape mismatch (names the key, the
+            checkpoint's and the model's shape); a key the model's component lacks or a model
+            tensor the checkpoint lacks (a different SAM2 size / architecture).
+    """
+    state_dict = read_sam2_checkpoint(path)
+    target = model.state_dict()
+    present_prefixes = {dst for _, dst in SAM2_KEY_MAP if any(k.startswith(dst) for k in target)}
+
+    to_load, reinitialised, ignored, reasons, unplaced = {}, [], [], {}, []
+    for key, value in state_dict.items():
+        mapped = _map_key(key)
+        if mapped is None:
+            if key.startswith(SAM2_REINITIALISED):
+                reinitialised.append(key)
+            else:
+                ignored.append(key)
+                reasons[key] = "not used by SARTM"
+            continue
+        new_key, prefix = mapped
+        if new_key in target:
+            expected = tuple(target[new_key].shape)
+            if tuple(value.shape) != expected:
+                raise ValueError(
+                    f"SAM2 checkpoint {path!r}: {key!r} (-> {new_key!r}) has shape {tuple(value.shape)} "
+                    f"but the model expects {expected}. Does MODEL.SAM2.SIZE / D_MODEL match the "
+                    "checkpoint's size?"
+                )
+            to_load[new_key] = value
+        elif prefix in present_prefixes:
+            unplaced.append(f"{key} -> {new_key}")
+        else:
+            ignored.append(key)
+            reasons[key] = f"the model has no '{prefix.rstrip('.')}'"
+    if unplaced:
+        raise ValueError(
+            f"SAM2 checkpoint {path!r} has {len(unplaced)} tensors the model has no place for, e.g. "
+            f"{unplaced[:3]}. Does MODEL.SAM2.SIZE match the checkpoint's size?"
+        )
+    missing = [
+        k
+        for k in target
+        if k.startswith(tuple(present_prefixes))
+        and k not in to_load
+        and not k.endswith((".lora_A", ".lora_B"))
+    ]
+    if missing:
+        raise ValueError(
+            f"SAM2 checkpoint {path!r} lacks {len(missing)} tensors the model expects, e.g. {missing[:3]}. "
+            "Does MODEL.SAM2.SIZE match the checkpoint's size?"
+        )
+
+    # Non-strict only because LoRA and SARTM's own parts are not in the file; every key was checked above.
+    model.load_state_dict(to_load, strict=False)
+    report = {
+        "loaded": sorted(to_load),
+        "reinitialised": sorted(reinitialised),
+        "ignored": sorted(ignored),
+        "ignored_reasons": reasons,
+    }
+    absent = sorted({reasons[k] for k in ignored if reasons[k] != "not used by SARTM"})
+    logger.info(
+        "Loaded SAM2 checkpoint %s: %d tensors loaded, %d re-initialised (class-count dependent), "
+        "%d ignored%s.",
+        path, len(to_load), len(reinitialised), len(ignored), f" ({'; '.join(absent)})" if absent else "",
+    )
+    logger.debug("SAM2 loaded: %s", report["loaded"])
+    logger.debug("SAM2 re-initialised: %s", report["reinitialised"])
+    logger.debug("SAM2 ignored: %s", reasons)
+    return report

@@ -1,0 +1,206 @@
+"""tools/benchmark.py: a smoke run in its smallest mode (schema and numbers, no timing thresholds) and
+its helpers (error capture, FLOP counting, peak table, derived figures)."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tools" / "benchmark.py"
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("sartm_benchmark_tool", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_benchmark()
+
+
+def _positive_finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One run of the script as a user runs it: tiny custom Hiera, 64x96, 1 iteration, CPU, everything."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    cmd = [
+        sys.executable, str(SCRIPT), "--sizes", "custom", "--resolutions", "64x96", "--batch-sizes", "2",
+        "--infer-batch-sizes", "1", "--dtypes", "fp32", "--modes", "eager", "cudagraphs", "--device", "cpu",
+        "--iters", "1", "--warmup", "1", "--workers", "1", "--data-batches", "1", "--json", str(out),
+        "--opts", "SOLVER.IMS_PER_BATCH", "2",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def _one(report, **match):
+    rows = [m for m in report["measurements"] if all(m.get(k) == v for k, v in match.items())]
+    seen = [(m["what"], m.get("mode"), m.get("workers")) for m in report["measurements"]]
+    assert len(rows) == 1, (match, seen)
+    return rows[0]
+
+
+def test_smoke_schema_and_machine(smoke):
+    report, _ = smoke
+    assert report["schema"] == bench.SCHEMA
+    machine = report["machine"]
+    assert machine["card"] == "cpu"
+    assert machine["torch"] == torch.__version__
+    assert machine["cpu_count"] >= 1 and machine["platform"] and machine["cpu_model"]
+    assert report["settings"]["resolutions"] == ["64x96"] and report["settings"]["sizes"] == ["custom"]
+    assert report["targets"] == []  # the GPU targets are not judged on a CPU run
+    assert "FlopCounterMode" in report["notes"]["flops"]
+
+
+def test_smoke_train_infer_flops(smoke):
+    report, _ = smoke
+    flops = _one(report, what="flops")
+    train = _one(report, what="train", mode="eager")
+    infer = _one(report, what="infer", mode="eager")
+    for row in (flops, train, infer):
+        assert "error" not in row, row
+        assert row["size"] == "custom" and row["resolution"] == row["padded_resolution"] == "64x96"
+    assert _positive_finite(flops["gflops_per_pair"])
+    assert set(flops["gflops_by_module"]) >= {"backbone", "fusion", "sem_seg_head"}
+    # The backbone runs both modalities: the bulk of the forward FLOPs.
+    assert flops["gflops_by_module"]["backbone"] > flops["gflops_by_module"]["sem_seg_head"]
+
+    for row, batch in ((train, 2), (infer, 1)):
+        assert row["batch"] == batch and row["dtype"] == "fp32" and row["iters"] == 1
+        assert len(row["times_s"]) == 1 and row["median_s"] == row["times_s"][0]
+        for key in ("median_s", "first_call_s", "pairs_per_s", "peak_mem_gib", "achieved_tflops"):
+            assert _positive_finite(row[key]), (key, row[key])
+        assert row["pairs_per_s"] == pytest.approx(batch / row["median_s"])
+        assert row["achieved_tflops"] == pytest.approx(
+            (3 if row["what"] == "train" else 1) * flops["gflops_per_pair"] * row["pairs_per_s"] / 1e3
+        )
+        assert "ru_maxrss" in row["peak_mem_kind"]
+    assert set(train["losses"]) == {"loss_sem_seg", "loss_aux", "loss_distill"}  # the full model ran
+    assert all(math.isfinite(v) for v in train["losses"].values())
+    assert train["optimizer"] == "AdamW (foreach)"
+    assert train["mfnet_500_epochs_min"] == pytest.approx(500 * 784 / train["pairs_per_s"] / 60)
+    assert infer["output_shape"] == [9, 64, 96] and infer["output_finite"] and infer["lora_merged"]
+    # CUDA graphs cannot run on the CPU: recorded as skipped, not as an error, and no training row.
+    assert "CUDA" in _one(report, what="infer", mode="cudagraphs")["skipped"]
+    assert not [m for m in report["measurements"] if m["what"] == "train" and m.get("mode") == "cudagraphs"]
+
+
+def test_smoke_data_pipeline(smoke):
+    report, _ = smoke
+    train = _one(report, what="train", mode="eager")
+    rows = {w: _one(report, what="data", workers=w) for w in (0, 1)}
+    for workers, row in rows.items():
+        assert "error" not in row, row
+        assert row["dataset"] == "synthetic_rgbt_train" and row["batch"] == 2 and row["batches"] == 3
+        assert _positive_finite(row["pairs_per_s"])
+        assert row["pairs_per_s"] == pytest.approx(row["batches"] * row["batch"] / row["elapsed_s"])
+        assert row["pairs_per_s_per_worker"] == pytest.approx(row["pairs_per_s"] / max(workers, 1))
+        assert row["projected_16_workers_pairs_per_s"] == pytest.approx(16 * row["pairs_per_s_per_worker"])
+        assert row["vs_train"]["ratio_16_workers"] == pytest.approx(
+            row["projected_16_workers_pairs_per_s"] / train["pairs_per_s"]
+        )
+        # The real mapper with the MFNet config crops the 64x96 PNGs (upscaled first) to at most 480x640.
+        c, h, w = row["output_image_shape"]
+        assert c == 4 and h <= 480 and w <= 640
+
+
+def test_smoke_table_is_printed_last(smoke):
+    report, stdout = smoke
+    lines = stdout.strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| what"))
+    assert lines[header - 1].startswith("SARTM benchmark on cpu")
+    body = lines[header + 2 :]
+    assert len(body) == len(report["measurements"]) and body[-1] == lines[-1]
+    assert all(line.startswith("|") for line in body)
+
+
+def test_guarded_records_runtime_errors_but_not_others():
+    def oom():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    res = bench._guarded({"what": "train", "size": "l"}, oom)
+    assert res["what"] == "train" and res["size"] == "l"
+    assert res["error"].startswith("OutOfMemoryError: CUDA out of memory")
+
+    def config_error():
+        raise ValueError("MODEL.SAM2.SIZE wrong")
+
+    with pytest.raises(ValueError, match="MODEL.SAM2.SIZE"):
+        bench._guarded({"what": "train"}, config_error)
+
+
+def test_count_flops_matches_the_convolution_formula():
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 8, kernel_size=3, padding=1)
+
+        def forward(self, batched_inputs):
+            return self.conv(torch.stack([x["image"] for x in batched_inputs]))
+
+    cfg = SimpleNamespace(MODEL=SimpleNamespace(SEM_SEG_HEAD=SimpleNamespace(NUM_CLASSES=3)))
+    res = bench.count_flops(Toy(), cfg, hw=(32, 48), device=torch.device("cpu"))
+    expected = 2 * 8 * 4 * 3 * 3 * 32 * 48  # multiply-add = 2 FLOPs
+    assert res["gflops_per_pair"] * 1e9 == pytest.approx(expected)
+    assert res["gflops_by_module"] == {"conv": pytest.approx(expected / 1e9)}
+
+
+def test_helpers():
+    assert bench.parse_resolution("720x1280") == (720, 1280)
+    assert bench.padded((720, 1280)) == (736, 1280) and bench.padded((480, 640)) == (480, 640)
+    with pytest.raises(Exception, match="HEIGHTxWIDTH"):
+        bench.parse_resolution("720by1280")
+    assert bench.bf16_peak_tflops("NVIDIA H200") == 989.0
+    assert bench.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert bench.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bench.bf16_peak_tflops("NVIDIA A10G") is None
+    inputs = bench.make_inputs(2, (40, 70), 5, torch.device("cpu"), labels=True)
+    assert [tuple(x["image"].shape) for x in inputs] == [(4, 40, 70)] * 2
+    labels = torch.stack([x["sem_seg"] for x in inputs])
+    valid = labels[labels != 255]
+    assert labels.dtype == torch.int64 and valid.min() >= 0 and valid.max() < 5 and len(valid.unique()) > 1
+
+
+def test_official_compare_preset_and_reference_notes():
+    args = bench.resolve_args(bench.get_parser().parse_args(["--official-compare"]))
+    assert args.config_file.endswith("pst900.yaml") and args.sizes == ["b+"]
+    assert args.resolutions == [(1280, 1280)] and args.batch_sizes == [1, 2] and args.dtypes == ["fp32"]
+    assert args.isolate and args.device == "cpu"
+    common = {"size": "b+", "resolution": "1280x1280", "dtype": "fp32"}
+    rows = [
+        {"what": "infer", "batch": 1, "median_s": 12.0, **common},
+        {"what": "train", "batch": 1, "median_s": 47.0, "peak_mem_gib": 8.35, **common},
+        {"what": "train", "batch": 2, "error": "x", **common},
+    ]
+    bench.compare_official(rows)
+    assert rows[0]["vs_official"]["ratio"] == pytest.approx(0.5)
+    assert rows[1]["vs_official"]["ratio"] == pytest.approx(0.5)
+    assert rows[1]["vs_official"]["peak_ratio"] == pytest.approx(0.5)
+    assert rows[2]["vs_official"]["ours_fits"] is False
+
+
+def test_time_budget_skips_and_still_writes_json(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    report = bench.main([
+        "--sizes", "custom", "--resolutions", "64x96", "--device", "cpu", "--workers", "0",
+        "--what", "train", "infer", "data", "--time-budget-s", "1e-9", "--json", str(out),
+    ])  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert saved["measurements"] == report["measurements"] and saved["finished"]
+    whats = [m["what"] for m in saved["measurements"]]
+    assert whats.count("data") == 1 and whats.count("train") == 8 and whats.count("infer") == 8
+    assert all("time budget" in m["skipped"] for m in saved["measurements"])
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("| infer")

@@ -1,0 +1,286 @@
+"""The SARTM meta-architecture end to end through build_model(cfg) with a tiny Hiera."""
+
+import logging
+import uuid
+
+import pytest
+import torch
+
+import sartm_d2  # noqa: F401  (compat patches before detectron2)
+
+# isort: split
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from sartm_d2.config import add_sartm_config
+from sartm_d2.modeling import meta_arch
+
+CLASSES = ["background", "car", "person", "bike"]
+K, DT = len(CLASSES), 12
+
+
+@pytest.fixture(scope="module")
+def dataset_name():
+    name = f"sartm_test_{uuid.uuid4().hex[:8]}"
+    MetadataCatalog.get(name).set(stuff_classes=CLASSES, stuff_colors=[(0, 0, 0)] * K, ignore_label=255)
+    return name
+
+
+@pytest.fixture(scope="module")
+def embeddings_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "emb.pt"
+    torch.manual_seed(0)
+    torch.save({"embeddings": torch.randn(K, DT), "class_names": CLASSES}, path)
+    return str(path)
+
+
+@pytest.fixture
+def make_cfg(dataset_name, embeddings_file):
+    def make(**opts):
+        cfg = get_cfg()
+        add_sartm_config(cfg)
+        cfg.MODEL.DEVICE = "cpu"
+        cfg.DATASETS.TRAIN = (dataset_name,)
+        cfg.MODEL.SAM2.SIZE = "custom"
+        cfg.MODEL.SAM2.D_MODEL = 32
+        cfg.MODEL.SAM2.CUSTOM.EMBED_DIM = 8
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = K
+        cfg.MODEL.SARTM.LORA.RANK = 2
+        cfg.MODEL.SARTM.AUX_HEAD.CONVS_DIM = 16
+        cfg.MODEL.SARTM.DISTILL.TEACHER = "file"
+        cfg.MODEL.SARTM.DISTILL.EMBEDDINGS_FILE = embeddings_file
+        cfg.merge_from_list([x for kv in opts.items() for x in kv])
+        torch.manual_seed(0)
+        return build_model(cfg)
+
+    return make
+
+
+def _inputs(h=70, w=100, b=2, seed=0, out_size=None):
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for _ in range(b):
+        label = torch.randint(0, K, (h, w), generator=g)
+        label[:3] = 255
+        d = {"image": torch.rand(4, h, w, generator=g) * 255, "sem_seg": label}
+        d["height"], d["width"] = out_size or (h, w)
+        batch.append(d)
+    return batch
+
+
+def _train_step(model, inputs):
+    model.train()
+    with EventStorage():
+        losses = model(inputs)
+    total = sum(losses.values())
+    total.backward()
+    return losses
+
+
+def _randomise_lora(model, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+
+def test_odd_sizes_are_padded_and_outputs_restored(make_cfg):
+    model = make_cfg().eval()
+    seen = {}
+    model.backbone.register_forward_hook(
+        lambda m, args, out: seen.update(x=args[0].shape, sfm=out["sfm"].shape)
+    )
+    with torch.no_grad():
+        out = model(_inputs(70, 100))
+    assert seen["x"] == (4, 3, 96, 128)  # 2 images x 2 modalities in ONE call, padded to /32
+    assert seen["sfm"] == (4, 32, 6, 8)
+    assert len(out) == 2 and out[0]["sem_seg"].shape == (K, 70, 100)
+    with torch.no_grad():
+        out = model(_inputs(70, 100, out_size=(140, 200)))  # "height"/"width" = original size
+    assert out[1]["sem_seg"].shape == (K, 140, 200)
+
+
+def test_gradients_only_in_trainable_parts_and_frozen_stay_identical(make_cfg):
+    model = make_cfg()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    allowed = ("fusion.", "sem_seg_head.", "aux_head.", "backbone.conv_s0.", "backbone.conv_s1.")
+    assert all("lora_" in n or n.startswith(allowed) for n in trainable)
+    assert not any(n.startswith("sem_seg_head.decoder.transformer.") for n in trainable)
+    assert any("backbone.trunk" in n and "qkv.weight" in n for n in frozen)
+    assert any(n.startswith("backbone.neck.") for n in frozen)
+
+    losses = _train_step(model, _inputs(64, 96))
+    assert set(losses) == {"loss_sem_seg", "loss_aux", "loss_distill"}
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad <= trainable
+    # LoRA B is zero at init, so A gets a zero gradient in step 1; every other trainable tensor a real one.
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    no_grad = {n for n in trainable if "lora_A" not in n and (grads[n] is None or not grads[n].any())}
+    assert not no_grad, sorted(no_grad)
+    assert any("lora_B" in n for n in with_grad)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    opt.step()
+    for n, p in model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "lora_B" in n)
+
+
+@pytest.mark.parametrize("fusion", ["paper", "cmx"])
+def test_thermal_reaches_fused_features_and_logits(make_cfg, fusion):
+    model = make_cfg(**{"MODEL.SARTM.FUSION": fusion}).eval()
+    _randomise_lora(model)
+    captured = {}
+    model.fusion.register_forward_hook(
+        lambda m, a, out: captured.update(fused={k: v.clone() for k, v in out.items()})
+    )
+    ffm = model.fusion.levels["sfm"].cmx.ffm
+    ffm.register_forward_hook(lambda m, a, out: captured.update(ffm=out.clone()))
+    inputs = _inputs(64, 96)
+    with torch.no_grad():
+        ref = model(inputs)
+        ref_fused, ref_ffm = captured["fused"], captured["ffm"]
+        no_thermal = [
+            dict(d, image=torch.cat([d["image"][:3], torch.zeros_like(d["image"][3:])])) for d in inputs
+        ]
+        out = model(no_thermal)
+    for level in ("sfm", "ifp", "ffp"):
+        assert not torch.allclose(captured["fused"][level], ref_fused[level], atol=1e-4), level
+    assert not torch.allclose(captured["ffm"], ref_ffm, atol=1e-4)
+    assert not torch.allclose(out[0]["sem_seg"], ref[0]["sem_seg"], atol=1e-5)
+
+
+def test_no_object_score_gating(make_cfg):
+    model = make_cfg().eval()
+    assert not model.sem_seg_head.decoder.pred_obj_scores
+    with torch.no_grad():
+        logits = model(_inputs(64, 96))[0]["sem_seg"]
+    assert (logits > -1000).all() and logits.std() > 0
+
+
+ABLATIONS = [
+    ({"MODEL.SARTM.FUSION": "paper"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+    ({"MODEL.SARTM.FUSION": "average"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+    ({"MODEL.SARTM.FUSION": "cmx"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+    ({"MODEL.SARTM.FUSION": "language"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+    ({"MODEL.SARTM.DISTILL.ENABLED": False}, {"loss_sem_seg", "loss_aux"}),  # without language
+    ({"MODEL.SARTM.DISTILL.ENABLED": False, "MODEL.SARTM.FUSION": "language"}, {"loss_sem_seg", "loss_aux"}),
+    ({"MODEL.SARTM.AUX_HEAD.NAME": ""}, {"loss_sem_seg", "loss_distill"}),  # without aux head
+    ({"MODEL.SARTM.LORA.RANK": 4}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+    ({"MODEL.SARTM.AUX_HEAD.NAME": "DeepLabAuxHead"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+    ({"MODEL.SARTM.AUX_HEAD.NAME": "SegFormerAuxHead"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+    ({"MODEL.SEM_SEG_HEAD.LOSS_TYPE": "cross_entropy"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+    ({"MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE": True}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+]
+
+
+@pytest.mark.parametrize("opts,expected", ABLATIONS, ids=lambda x: str(x) if isinstance(x, dict) else "")
+def test_train_step_and_inference_for_each_switch(make_cfg, opts, expected):
+    model = make_cfg(**opts)
+    losses = _train_step(model, _inputs(64, 96))
+    assert set(losses) == expected
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        out = model(_inputs(64, 96, b=1))
+    assert out[0]["sem_seg"].shape == (K, 64, 96) and torch.isfinite(out[0]["sem_seg"]).all()
+
+
+def test_ablation_switches_reach_the_parts(make_cfg):
+    model = make_cfg(**{"MODEL.SARTM.DISTILL.ENABLED": False})  # "paper" without language
+    assert not model.fusion.requires_text and model.text_embeddings is None
+    assert model.fusion.levels["ifp"].cmx is not None
+    model = make_cfg(**{"MODEL.SARTM.DISTILL.ENABLED": False, "MODEL.SARTM.FUSION": "language"})
+    assert model.fusion.requires_text and model.text_embeddings.shape == (K, DT)
+    model = make_cfg(**{"MODEL.SARTM.AUX_HEAD.NAME": ""})
+    assert model.aux_head is None
+    model = make_cfg(**{"MODEL.SARTM.LORA.RANK": 4})
+    assert {p.shape[2] for n, p in model.named_parameters() if n.endswith("lora_A")} == {4}
+
+
+def test_average_at_inference_is_log_mean_softmax(make_cfg):
+    model = make_cfg(**{"MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE": True}).eval()
+    _randomise_lora(model)
+    heads = {}
+    model.sem_seg_head.register_forward_hook(lambda m, a, out: heads.update(main=out))
+    model.aux_head.register_forward_hook(lambda m, a, out: heads.update(aux=out))
+    with torch.no_grad():
+        got = model(_inputs(64, 96, b=1))[0]["sem_seg"]
+    prob = 0.5 * (heads["main"].softmax(1) + heads["aux"].softmax(1))
+    expected = torch.nn.functional.interpolate(
+        prob.log(), size=(64, 96), mode="bilinear", align_corners=False
+    )[0]
+    torch.testing.assert_close(got, expected)
+
+
+def test_bf16_autocast_train_and_inference(make_cfg):
+    model = make_cfg()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = _train_step(model, _inputs(64, 96))
+        model.eval()
+        with torch.no_grad():
+            out = model(_inputs(64, 96, b=1))
+    assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+    assert out[0]["sem_seg"].shape == (K, 64, 96) and torch.isfinite(out[0]["sem_seg"]).all()
+
+
+def test_merged_and_unmerged_inference_agree(make_cfg):
+    model = make_cfg().eval()
+    _randomise_lora(model)
+    inputs = _inputs(64, 96, b=1)
+    with torch.no_grad():
+        ref = model(inputs)[0]["sem_seg"]
+        assert model.merge_lora() > 0
+        merged = model(inputs)[0]["sem_seg"]
+        model.unmerge_lora()
+        again = model(inputs)[0]["sem_seg"]
+    torch.testing.assert_close(merged, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(again, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_text_embeddings_travel_in_the_state_dict(make_cfg, embeddings_file):
+    model = make_cfg()
+    state = model.state_dict()
+    expected = torch.nn.functional.normalize(
+        torch.load(embeddings_file, weights_only=True)["embeddings"], dim=1
+    )
+    torch.testing.assert_close(state["text_embeddings"], expected)
+    assert "pixel_mean" not in state
+
+
+def test_config_errors(make_cfg, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"MODEL\.SEM_SEG_HEAD\.NUM_CLASSES = 3.*DATASETS\.BACKGROUND_AS_IGNORE"
+    ):
+        make_cfg(**{"MODEL.SEM_SEG_HEAD.NUM_CLASSES": 3})
+    # background as ignore drops class 0: 3 classes, and the embeddings file no longer matches
+    with pytest.raises(ValueError, match="EMBEDDINGS_FILE"):
+        make_cfg(**{"MODEL.SEM_SEG_HEAD.NUM_CLASSES": 3, "DATASETS.BACKGROUND_AS_IGNORE": True})
+    with pytest.raises(ValueError, match=r"AVERAGE_AT_INFERENCE.*MODEL\.SARTM\.AUX_HEAD\.NAME"):
+        make_cfg(**{"MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE": True, "MODEL.SARTM.AUX_HEAD.NAME": ""})
+    missing = str(tmp_path / "ViT-B-32.pt")
+    clip_opts = {"MODEL.SARTM.DISTILL.TEACHER": "clip", "MODEL.SARTM.DISTILL.CLIP_WEIGHTS": missing}
+    with pytest.raises(FileNotFoundError, match="MODEL.SARTM.DISTILL.CLIP_WEIGHTS"):
+        make_cfg(**clip_opts)
+    # the teacher is not needed when distillation is off and the fusion does not use text
+    model = make_cfg(**clip_opts, **{"MODEL.SARTM.DISTILL.ENABLED": False})
+    assert model.text_embeddings is None
+
+
+def test_checkpoint_loading_and_random_weights_warning(make_cfg, monkeypatch, caplog):
+    with caplog.at_level(logging.WARNING, logger="sartm_d2.modeling.meta_arch"):
+        make_cfg()
+    assert sum("RANDOM weights" in r.getMessage() for r in caplog.records) == 1
+    calls = []
+    monkeypatch.setattr(meta_arch, "load_sam2_checkpoint", lambda model, path: calls.append((model, path)))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sartm_d2.modeling.meta_arch"):
+        model = make_cfg(**{"MODEL.SAM2.CHECKPOINT": "/ckpt/sam2.1_hiera_tiny.pt"})
+    assert calls == [(model, "/ckpt/sam2.1_hiera_tiny.pt")]
+    assert not any("RANDOM weights" in r.getMessage() for r in caplog.records)
