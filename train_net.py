@@ -12,12 +12,9 @@ import logging
 import os
 import weakref
 
-import torch
-
 import sartm_d2  # noqa: F401  (before detectron2: compatibility fixes and registrations)
 
 # isort: split
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.engine import (
     DefaultTrainer,
@@ -31,7 +28,7 @@ from detectron2.evaluation import DatasetEvaluators, verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from sartm_d2 import add_sartm_config
+from sartm_d2 import get_sartm_cfg
 from sartm_d2.data import RGBTDatasetMapper
 from sartm_d2.engine import (
     MixedPrecisionTrainer,
@@ -146,13 +143,7 @@ class Trainer(DefaultTrainer):
 
 def setup(args):
     """Config from file + command line, with the checks that save a user a failed run."""
-    cfg = get_cfg()
-    add_sartm_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger("sartm_d2").warning("CUDA is not available: MODEL.DEVICE set to 'cpu'.")
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = get_sartm_cfg(args.config_file, args.opts)
     for name in cfg.DATASETS.VAL:
         if "test" in name:
             raise ValueError(

@@ -23,28 +23,20 @@ import os
 import time
 
 import cv2
-import torch
 from predictor import RGBTPredictor, draw_panel, find_inputs, load_pair
 
 import sartm_d2  # noqa: F401  (compat patches + registration before detectron2)
 
 # isort: split
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
-from sartm_d2.config import add_sartm_config
+from sartm_d2 import get_sartm_cfg
 
 logger = logging.getLogger("sartm_d2.demo")
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_sartm_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available: running on the CPU.")
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = get_sartm_cfg(args.config_file, args.opts)
     cfg.freeze()
     return cfg
 

@@ -4,9 +4,11 @@ Importing the package applies the detectron2 compatibility fixes (``compat``), r
 datasets and registers every model part (backbone, heads, meta-architecture) with Detectron2.
 """
 
-from . import compat  # noqa: F401  (must run before any detectron2 module is imported)
-from . import data  # noqa: F401  (registers all RGB-T datasets)
-from . import modeling  # noqa: F401  (registers backbone, heads, meta-architecture)
-from .config import add_sartm_config
+from . import (
+    compat,  # noqa: F401  (must run before any detectron2 module is imported)
+    data,  # noqa: F401  (registers all RGB-T datasets)
+    modeling,  # noqa: F401  (registers backbone, heads, meta-architecture)
+)
+from .config import add_sartm_config, get_sartm_cfg
 
-__all__ = ["add_sartm_config"]
+__all__ = ["add_sartm_config", "get_sartm_cfg"]

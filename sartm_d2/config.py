@@ -4,14 +4,16 @@ Every key has a default and a comment naming its allowed values. Existing Detect
 extended where they fit (``MODEL.PIXEL_MEAN`` gains the thermal channel, ``SOLVER.AMP`` a dtype).
 """
 
+import logging
+
+import torch
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 
 def add_sartm_config(cfg):
     """Add SARTM's keys to a Detectron2 config (call once, before merging a YAML file)."""
     # ---------------------------------------------------------------- input / data
-    # Channel order of the RGB part of the 4-channel image tensor: "RGB" only (thermal is channel 4).
-    cfg.INPUT.FORMAT = "RGB"
     # How a 16-bit thermal image is brought to the 0..255 range of 8-bit images:
     # "percentile" (per image, 1st..99th percentile stretched to 0..255, robust to hot spots),
     # "minmax" (per image, min..max), or "fixed" (divide by 257, i.e. the full 16-bit range).
@@ -141,3 +143,22 @@ def add_sartm_config(cfg):
     # Compile the model with torch.compile for inference/training ("" off, "default",
     # "reduce-overhead", "max-autotune").
     cfg.MODEL.SARTM.COMPILE = ""
+
+
+def get_sartm_cfg(config_file: str = "", opts=()) -> CN:
+    """Detectron2's defaults + SARTM's keys + ``config_file`` + ``opts`` (unfrozen).
+
+    The one place where scripts build a config, so that train_net.py, the demo and the tools agree;
+    on a machine without CUDA a "cuda" MODEL.DEVICE falls back to "cpu" with a warning.
+    """
+    cfg = get_cfg()
+    add_sartm_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning(
+            f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available: using the CPU."
+        )
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg

@@ -193,14 +193,47 @@ def test_official_compare_preset_and_reference_notes():
 
 
 def test_time_budget_skips_and_still_writes_json(tmp_path, capsys):
+    # In-process, so without "data" (it would re-point the global synthetic dataset registration).
     out = tmp_path / "b.json"
     report = bench.main([
-        "--sizes", "custom", "--resolutions", "64x96", "--device", "cpu", "--workers", "0",
-        "--what", "train", "infer", "data", "--time-budget-s", "1e-9", "--json", str(out),
+        "--sizes", "custom", "--resolutions", "64x96", "--device", "cpu",
+        "--what", "train", "infer", "--time-budget-s", "1e-9", "--json", str(out),
     ])  # fmt: skip
     saved = json.loads(out.read_text())
     assert saved["measurements"] == report["measurements"] and saved["finished"]
     whats = [m["what"] for m in saved["measurements"]]
-    assert whats.count("data") == 1 and whats.count("train") == 8 and whats.count("infer") == 8
+    # Default batches (8 16 / 1 16) x dtypes (fp32 bf16) x modes (eager compiled): 8 of each, none run.
+    assert whats.count("train") == 8 and whats.count("infer") == 8 and len(whats) == 16
     assert all("time budget" in m["skipped"] for m in saved["measurements"])
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("| infer")
+    # Order within a size: eager training, eager inference, compiled inference, compiled training last.
+    order = [(m["what"], m["mode"]) for m in saved["measurements"]]
+    assert order == [("train", "eager")] * 4 + [("infer", "eager")] * 4 + [("infer", "compiled")] * 4 + [
+        ("train", "compiled")
+    ] * 4
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("| train") and "compiled" in last and "time budget" in last
+
+
+def test_derive_and_issue_targets():
+    common = {"size": "b+", "resolution": "480x640"}
+    rows = [
+        {"what": "flops", "gflops_per_pair": 369.0, **common},
+        {"what": "train", "batch": 8, "dtype": "bf16", "mode": "eager", "pairs_per_s": 300.0,
+         "peak_mem_gib": 11.0, **common},
+        {"what": "infer", "batch": 1, "dtype": "bf16", "mode": "cudagraphs", "pairs_per_s": 250.0,
+         "latency_ms_per_pair": 4.0, **common},
+        {"what": "infer", "batch": 1, "dtype": "fp32", "mode": "eager", "pairs_per_s": 100.0,
+         "latency_ms_per_pair": 10.0, **common},
+        {"what": "data", "workers": 16, "pairs_per_s": 480.0, "pairs_per_s_per_worker": 30.0},
+    ]  # fmt: skip
+    bench.derive(rows, torch.device("cuda"), {"bf16_dense_peak_tflops": 989.0})
+    assert rows[1]["achieved_tflops"] == pytest.approx(3 * 369.0 * 300.0 / 1e3)
+    assert rows[1]["fraction_of_bf16_peak"] == pytest.approx(3 * 369.0 * 300.0 / 1e3 / 989.0)
+    assert rows[1]["mfnet_500_epochs_min"] == pytest.approx(500 * 784 / 300.0 / 60)
+    assert rows[2]["achieved_tflops"] == pytest.approx(369.0 * 250.0 / 1e3)
+    assert rows[4]["vs_train"]["ratio_16_workers"] == pytest.approx(480.0 / 300.0)
+    targets = {t["target"]: t for t in bench.check_targets(rows)}
+    assert targets["train bf16 pairs/s"]["met"] and targets["MFNet 500 epochs (min)"]["met"]
+    assert targets["train bf16 b8 peak GiB"]["met"] and targets["infer b1 bf16 compiled ms"]["met"]
+    assert targets["data 16 workers / B+ train"]["value"] == pytest.approx(1.6)
+    assert not targets["infer b1 eager ms"]["met"]  # 10 ms > 9 ms

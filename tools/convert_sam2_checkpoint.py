@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
 
-import torch
-
+from sartm_d2.file_io import atomic_torch_save
 from sartm_d2.modeling.sam2_checkpoint import convert_sam2_state_dict, read_sam2_checkpoint
 
 logger = logging.getLogger("sartm_d2.tools.convert_sam2_checkpoint")
@@ -26,16 +23,7 @@ def convert(src: str, dst: str) -> int:
     """Write the converted checkpoint atomically (temporary file, then rename); returns the tensor count."""
     state_dict = read_sam2_checkpoint(src)
     mapped = convert_sam2_state_dict(state_dict)
-    out_dir = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".convert_sam2_", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"model": mapped, "__author__": "sam2", "matching_heuristics": False}, f)
-        os.replace(tmp, dst)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_torch_save({"model": mapped, "__author__": "sam2", "matching_heuristics": False}, dst)
     logger.info(
         "Wrote %s: %d of %d SAM2 tensors under SARTM names (the rest are re-initialised or unused).",
         dst, len(mapped), len(state_dict),

@@ -14,34 +14,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
 
 import torch
 
 import sartm_d2  # noqa: F401  (first: detectron2 compatibility fixes and dataset registration)
 
 # isort: split
-from detectron2.config import get_cfg
 
-from sartm_d2 import add_sartm_config
+from sartm_d2 import get_sartm_cfg
 from sartm_d2.data import get_classes
+from sartm_d2.file_io import atomic_torch_save
 from sartm_d2.modeling.text_teacher import TEACHERS, text_embeddings_from_config
 
 logger = logging.getLogger("sartm_d2.tools.precompute_text_embeddings")
-
-
-def _write_embeddings_file(path: str, embeddings: torch.Tensor, class_names: list[str]) -> None:
-    out_dir = os.path.dirname(os.path.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".text_embeddings_", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"embeddings": embeddings, "class_names": list(class_names)}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main(argv: list[str] | None = None) -> torch.Tensor:
@@ -62,11 +47,7 @@ def main(argv: list[str] | None = None) -> torch.Tensor:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     # One path for both forms: the flags are shorthands for config keys.
-    cfg = get_cfg()
-    add_sartm_config(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_sartm_cfg(args.config_file, args.opts)
     distill = cfg.MODEL.SARTM.DISTILL
     for key, value in (
         ("TEACHER", args.teacher),
@@ -91,7 +72,7 @@ def main(argv: list[str] | None = None) -> torch.Tensor:
     embeddings = text_embeddings_from_config(cfg, class_names)
     logger.info("Text embeddings %s for %s classes %s.", tuple(embeddings.shape), dataset, class_names)
     if args.output:
-        _write_embeddings_file(args.output, embeddings, class_names)
+        atomic_torch_save({"embeddings": embeddings, "class_names": list(class_names)}, args.output)
         logger.info("Wrote %s (use with MODEL.SARTM.DISTILL.TEACHER file).", args.output)
     return embeddings
 

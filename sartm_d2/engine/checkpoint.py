@@ -7,25 +7,7 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-
-def atomic_torch_save(obj, path: str) -> None:
-    """Write ``obj`` to ``path`` through a temporary file and an atomic rename.
-
-    A run killed mid-write leaves the previous checkpoint intact, so ``--resume`` always finds a
-    complete file.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from ..file_io import atomic_torch_save
 
 
 class RGBTCheckpointer(DetectionCheckpointer):

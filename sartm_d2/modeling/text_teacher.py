@@ -31,13 +31,14 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from ..file_io import atomic_torch_save
 
 __all__ = ["TEACHERS", "get_text_embeddings", "text_embeddings_from_config", "make_prompts", "cache_path"]
 
@@ -199,18 +200,6 @@ def _load_embeddings_file(embeddings_file: str, class_names: Sequence[str]) -> t
     return emb.float()
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def get_text_embeddings(
     class_names: Sequence[str],
     *,
@@ -272,7 +261,7 @@ def get_text_embeddings(
     else:
         emb = _encode_with_minilm(prompts)
     emb = F.normalize(emb.float(), dim=1).contiguous()
-    _atomic_save(
+    atomic_torch_save(
         {
             "embeddings": emb,
             "class_names": class_names,
