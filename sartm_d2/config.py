@@ -50,6 +50,9 @@ def add_sartm_config(cfg):
     cfg.MODEL.SAM2.CHECKPOINT = ""
     # Channels of the FpnNeck and of the mask decoder's transformer (256 for official checkpoints).
     cfg.MODEL.SAM2.D_MODEL = 256
+    # Recompute each Hiera block in the backward pass instead of storing its activations (training
+    # memory several times lower, about one more trunk forward of time). True / False.
+    cfg.MODEL.SAM2.ACTIVATION_CHECKPOINTING = False
     # Freeze the mask decoder's two-way transformer (paper §III-A: frozen, loaded from SAM2).
     cfg.MODEL.SAM2.FREEZE_DECODER_TRANSFORMER = True
     cfg.MODEL.SAM2.CUSTOM = CN()
@@ -96,6 +99,10 @@ def add_sartm_config(cfg):
     cfg.MODEL.SARTM.AUX_HEAD.LOSS_WEIGHT = 0.4
     # Inference: average the softmax of main and auxiliary heads instead of the main head alone.
     cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE = False
+
+    # Autocast dtype of inference (eval mode): "float32" (none), "bfloat16" (GPUs, and CPUs with
+    # AVX512-BF16/AMX: about 1.8x faster than fp32 on the project's CPU), or "float16" (GPUs).
+    cfg.MODEL.SARTM.INFERENCE_DTYPE = "float32"
 
     cfg.MODEL.SARTM.DISTILL = CN()
     # Language-aided distillation; False is the ablation "without language" (no teacher needed).

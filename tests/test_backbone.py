@@ -208,3 +208,29 @@ def test_official_sizes_from_sam2_configs():
     # per block: M * 2 (q, v) * r * (in + dim_out); transitions have dim_out = 2 * in.
     dims = [(b.dim, b.dim_out) for b in backbone.trunk.blocks]
     assert lora == sum(2 * 2 * 16 * (i + o) for i, o in dims)
+
+
+def test_activation_checkpointing_gives_identical_features_and_gradients(monkeypatch):
+    from sartm_d2.modeling.backbone import sam2_hiera_lora
+
+    calls = []
+    original = sam2_hiera_lora.checkpoint
+    monkeypatch.setattr(sam2_hiera_lora, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+    ref, ckpt = _tiny(), _tiny()
+    ckpt.activation_checkpointing = True
+    _randomise_lora_b(ref)
+    _randomise_lora_b(ckpt)
+    x = torch.randn(4, 3, 64, 96)
+    outs = []
+    for model in (ref, ckpt):
+        model.train()
+        out = model(x)
+        sum(v.square().mean() for v in out.values()).backward()
+        outs.append(out)
+    assert len(calls) == len(ckpt.trunk.blocks)  # every block of the second model was checkpointed
+    for name in outs[0]:
+        torch.testing.assert_close(outs[1][name], outs[0][name], rtol=0, atol=0)
+    grads = [{n: p.grad for n, p in m.named_parameters() if p.requires_grad} for m in (ref, ckpt)]
+    assert grads[0].keys() == grads[1].keys() and any("lora_A" in n for n in grads[0])
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-6)

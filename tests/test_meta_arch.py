@@ -284,3 +284,36 @@ def test_checkpoint_loading_and_random_weights_warning(make_cfg, monkeypatch, ca
         model = make_cfg(**{"MODEL.SAM2.CHECKPOINT": "/ckpt/sam2.1_hiera_tiny.pt"})
     assert calls == [(model, "/ckpt/sam2.1_hiera_tiny.pt")]
     assert not any("RANDOM weights" in r.getMessage() for r in caplog.records)
+
+
+def test_aux_head_runs_at_inference_only_when_averaged(make_cfg):
+    model = make_cfg().eval()
+    calls = []
+    model.aux_head.register_forward_hook(lambda m, a, out: calls.append(1))
+    with torch.no_grad():
+        model(_inputs(64, 96, b=1))
+    assert calls == []
+    _train_step(model, _inputs(64, 96))
+    assert calls == [1]
+
+
+def test_inference_dtype(make_cfg):
+    ref_model = make_cfg().eval()
+    _randomise_lora(ref_model)
+    model = make_cfg(**{"MODEL.SARTM.INFERENCE_DTYPE": "bfloat16"}).eval()
+    model.load_state_dict(ref_model.state_dict())
+    seen = []
+    model.backbone.register_forward_hook(lambda m, a, out: seen.append(out["sfm"].dtype))
+    inputs = _inputs(64, 96, b=1)
+    with torch.no_grad():
+        ref = ref_model(inputs)[0]["sem_seg"]
+        got = model(inputs)[0]["sem_seg"]
+    assert seen == [torch.bfloat16] and got.dtype == torch.float32
+    # bf16 keeps ~3 significant digits: the prediction is nearly the same.
+    assert (got.argmax(0) == ref.argmax(0)).float().mean() > 0.95
+    assert (got - ref).abs().max() < 0.1 * ref.abs().max()
+    # Training ignores it (the trainer's SOLVER.AMP decides).
+    losses = _train_step(model, _inputs(64, 96))
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    with pytest.raises(ValueError, match="INFERENCE_DTYPE"):
+        make_cfg(**{"MODEL.SARTM.INFERENCE_DTYPE": "int8"})

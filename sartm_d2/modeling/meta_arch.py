@@ -24,6 +24,8 @@ __all__ = ["SARTM"]
 
 logger = logging.getLogger(__name__)
 
+_INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def _count(module: nn.Module | None) -> tuple[int, int]:
     if module is None:
@@ -71,6 +73,7 @@ class SARTM(nn.Module):
         distill_tau: float = 0.1,
         distill_weight: float = 1.0,
         aux_average_at_inference: bool = False,
+        inference_dtype: str = "float32",
         sam2_checkpoint: str = "",
     ):
         """
@@ -90,6 +93,8 @@ class SARTM(nn.Module):
             loss_type, ohem_thresh, ohem_min_kept_fraction: see ``losses.semantic_loss``.
             distill_enabled, distill_tau: language-aided distillation on/off and its temperature.
             aux_average_at_inference: predict with log(mean(softmax(main), softmax(aux))).
+            inference_dtype: autocast dtype in eval mode ("float32" = none, "bfloat16", "float16");
+                logits are returned in fp32 either way.
             sam2_checkpoint: official SAM2 checkpoint loaded into the built model ("" = random).
         """
         super().__init__()
@@ -145,6 +150,12 @@ class SARTM(nn.Module):
                 '(MODEL.SARTM.AUX_HEAD.NAME ""); name a head or set AVERAGE_AT_INFERENCE False.'
             )
         self.aux_average_at_inference = aux_average_at_inference
+        if inference_dtype not in _INFERENCE_DTYPES:
+            raise ValueError(
+                f"MODEL.SARTM.INFERENCE_DTYPE must be one of {sorted(_INFERENCE_DTYPES)}, "
+                f"got {inference_dtype!r}."
+            )
+        self.inference_dtype = _INFERENCE_DTYPES[inference_dtype]
 
         if sam2_checkpoint:
             load_sam2_checkpoint(self, sam2_checkpoint)
@@ -209,6 +220,7 @@ class SARTM(nn.Module):
             "distill_tau": distill.TAU,
             "distill_weight": distill.LOSS_WEIGHT,
             "aux_average_at_inference": cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE,
+            "inference_dtype": cfg.MODEL.SARTM.INFERENCE_DTYPE,
             "sam2_checkpoint": cfg.MODEL.SAM2.CHECKPOINT,
         }
 
@@ -246,12 +258,17 @@ class SARTM(nn.Module):
         """
         images = self.preprocess_image(batched_inputs)
         x = images.tensor
-        # Modality-major stack: rows 0..B-1 RGB, B..2B-1 thermal replicated to 3 channels.
-        stacked = torch.cat([x[:, :3], x[:, 3:4].expand(-1, 3, -1, -1)], dim=0)
-        features = self.backbone(stacked)
-        fused = self.fusion(features, self.text_embeddings if self.fusion.requires_text else None)
-        main = self.sem_seg_head(fused)
-        aux = self.aux_head(fused) if self.aux_head is not None else None
+        # Training autocast is the trainer's (SOLVER.AMP); inference follows INFERENCE_DTYPE.
+        dtype = None if self.training else self.inference_dtype
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            # Modality-major stack: rows 0..B-1 RGB, B..2B-1 thermal replicated to 3 channels.
+            stacked = torch.cat([x[:, :3], x[:, 3:4].expand(-1, 3, -1, -1)], dim=0)
+            features = self.backbone(stacked)
+            fused = self.fusion(features, self.text_embeddings if self.fusion.requires_text else None)
+            main = self.sem_seg_head(fused)
+            # At inference the auxiliary head only matters when averaged with the main one.
+            use_aux = self.aux_head is not None and (self.training or self.aux_average_at_inference)
+            aux = self.aux_head(fused) if use_aux else None
         padded_size = x.shape[-2:]
 
         if self.training:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 import torch
+import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from omegaconf import OmegaConf
@@ -18,6 +19,7 @@ from sam2.modeling.backbones.hieradet import Hiera
 from sam2.modeling.backbones.image_encoder import FpnNeck
 from sam2.modeling.position_encoding import PositionEmbeddingSine
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..lora import inject_lora, lora_parameters, merge_lora, unmerge_lora
 
@@ -121,6 +123,7 @@ class SAM2HieraLoRABackbone(Backbone):
         global_att_blocks: Sequence[int] | None = None,
         window_spec: Sequence[int] | None = None,
         window_pos_embed_bkg_spatial_size: Sequence[int] | None = None,
+        activation_checkpointing: bool = False,
     ):
         """
         Args:
@@ -131,6 +134,9 @@ class SAM2HieraLoRABackbone(Backbone):
             num_modalities: modality groups in the batch (2: RGB, thermal).
             embed_dim, num_heads, stages, global_att_blocks, window_spec,
             window_pos_embed_bkg_spatial_size: Hiera's arguments, only (and all) with size="custom".
+            activation_checkpointing: during training keep only each Hiera block's input and recompute
+                the block in the backward pass: several times less activation memory for about one
+                more trunk forward of time (the frozen trunk still passes gradients to every LoRA).
         """
         super().__init__()
         custom = {
@@ -157,6 +163,7 @@ class SAM2HieraLoRABackbone(Backbone):
         self.size = size
         self.d_model = d_model
         self.num_modalities = num_modalities
+        self.activation_checkpointing = activation_checkpointing
         self.trunk = Hiera(**trunk_cfg)
         self.neck = FpnNeck(
             position_encoding=PositionEmbeddingSine(num_pos_feats=d_model, normalize=True, temperature=10000),
@@ -220,12 +227,46 @@ class SAM2HieraLoRABackbone(Backbone):
                 f"Batch {n} is not divisible by num_modalities={self.num_modalities}; stack the modalities "
                 "modality-major: cat([rgb, thermal], 0)."
             )
-        levels, _ = self.neck(self.trunk(x))  # strides 4, 8, 16, 32; positional encodings unused
-        return {
-            "sfm": levels[2],  # scalp=1: the stride-32 level only feeds the top-down path
-            "ifp": self.conv_s1(levels[1]),
-            "ffp": self.conv_s0(levels[0]),
-        }
+        levels = self._pyramid(self._trunk(x))  # strides 4, 8, 16
+        return {"sfm": levels[2], "ifp": self.conv_s1(levels[1]), "ffp": self.conv_s0(levels[0])}
+
+    def _trunk(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``Hiera.forward`` (all four stage outputs), with optional per-block activation checkpointing."""
+        if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
+            return self.trunk(x)
+        trunk = self.trunk
+        x = trunk.patch_embed(x)
+        x = x + trunk._get_pos_embed(x.shape[1:3])
+        outputs = []
+        for i, blk in enumerate(trunk.blocks):
+            x = checkpoint(blk, x, use_reentrant=False)
+            if i in trunk.stage_ends:
+                outputs.append(x.permute(0, 3, 1, 2))
+        return outputs
+
+    def _pyramid(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """SAM2's FPN (the neck's lateral convs + top-down sum), minus two costs SARTM does not need.
+
+        ``FpnNeck.forward`` also computes a sine positional encoding of every level for every image
+        (SARTM discards them; at 1280x1280 the stride-4 one alone is 0.4 s on 2 CPU cores) and
+        upcasts the top-down path to fp32 (nearest upsampling is exact in bf16). The result equals
+        ``FpnNeck.forward(xs)[0]`` in fp32 (tested); the stride-32 level only feeds the top-down
+        path (SAM2's scalp=1), so it is not returned.
+        """
+        neck = self.neck
+        n = len(neck.convs) - 1
+        out: list[torch.Tensor] = [None] * (n + 1)
+        prev = None
+        for i in range(n, -1, -1):
+            lateral = neck.convs[n - i](xs[i])
+            if i in neck.fpn_top_down_levels and prev is not None:
+                prev = lateral + F.interpolate(prev, scale_factor=2.0, mode=neck.fpn_interp_model)
+                if neck.fuse_type == "avg":
+                    prev = prev / 2
+            else:
+                prev = lateral
+            out[i] = prev
+        return out[:n]
 
 
 @BACKBONE_REGISTRY.register()
@@ -255,6 +296,7 @@ def build_sam2_hiera_lora_backbone(cfg, input_shape: ShapeSpec | None = None) ->
         lora_alpha=lora.ALPHA,
         lora_dropout=lora.DROPOUT,
         num_modalities=2,
+        activation_checkpointing=cfg.MODEL.SAM2.ACTIVATION_CHECKPOINTING,
         **custom,
     )
     logger.info(
