@@ -221,11 +221,15 @@ def test_average_at_inference_is_log_mean_softmax(make_cfg):
 
 def test_bf16_autocast_train_and_inference(make_cfg):
     model = make_cfg()
+    seen = []
+    model.backbone.register_forward_hook(lambda m, a, out: seen.append(out["sfm"].dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = _train_step(model, _inputs(64, 96))
         model.eval()
         with torch.no_grad():
             out = model(_inputs(64, 96, b=1))
+    # The caller's autocast reaches the backbone in training and in inference.
+    assert seen == [torch.bfloat16, torch.bfloat16]
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
     assert out[0]["sem_seg"].shape == (K, 64, 96) and torch.isfinite(out[0]["sem_seg"]).all()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -258,9 +259,11 @@ class SARTM(nn.Module):
         """
         images = self.preprocess_image(batched_inputs)
         x = images.tensor
-        # Training autocast is the trainer's (SOLVER.AMP); inference follows INFERENCE_DTYPE.
+        # Training autocast is the trainer's (SOLVER.AMP); inference follows INFERENCE_DTYPE. With
+        # "float32" no context is entered, so a caller's own autocast still applies.
         dtype = None if self.training else self.inference_dtype
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+        with autocast:
             # Modality-major stack: rows 0..B-1 RGB, B..2B-1 thermal replicated to 3 channels.
             stacked = torch.cat([x[:, :3], x[:, 3:4].expand(-1, 3, -1, -1)], dim=0)
             features = self.backbone(stacked)
