@@ -2,19 +2,13 @@
 
 import pytest
 import torch
+from conftest import TINY_HIERA
 
 import sartm_d2
 from sartm_d2.modeling.backbone import SAM2HieraLoRABackbone, hiera_config
 from sartm_d2.modeling.lora import LoRAQKVLinear
 
-TINY = {
-    "embed_dim": 8,
-    "num_heads": 1,
-    "stages": [1, 2, 1, 1],
-    "global_att_blocks": [2],
-    "window_spec": [8, 4, 14, 7],
-    "window_pos_embed_bkg_spatial_size": [7, 7],
-}
+TINY = TINY_HIERA
 D = 32
 
 

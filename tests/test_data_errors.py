@@ -6,6 +6,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from conftest import write_png
 
 import sartm_d2  # noqa: F401  (compat first)
 
@@ -18,16 +19,8 @@ from sartm_d2.data.io import check_label_values, read_label, read_rgbt, remap_ba
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
-def restore_registration():
-    yield
-    register_all_rgbt(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
-def _png(path, array):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    assert cv2.imwrite(str(path), array)
-    return str(path)
 
 
 def _pst_tree(root, names=("a", "b", "c"), size=(8, 12)):
@@ -37,13 +30,13 @@ def _pst_tree(root, names=("a", "b", "c"), size=(8, 12)):
             ("thermal", np.zeros(size, np.uint8)),
             ("labels", np.ones(size, np.uint8)),
         ):
-            _png(os.path.join(root, "PST900", "test", d, f"{n}.png"), arr)
+            write_png(os.path.join(root, "PST900", "test", d, f"{n}.png"), arr)
     return os.path.join(root, "PST900", "test")
 
 
 def _pair(tmp_path, rgb_shape=(8, 12, 3), thermal=None):
-    rgb = _png(tmp_path / "rgb.png", np.zeros(rgb_shape, np.uint8))
-    th = _png(tmp_path / "th.png", np.zeros((8, 12), np.uint8) if thermal is None else thermal)
+    rgb = write_png(tmp_path / "rgb.png", np.zeros(rgb_shape, np.uint8))
+    th = write_png(tmp_path / "th.png", np.zeros((8, 12), np.uint8) if thermal is None else thermal)
     return {"file_name": rgb, "thermal_file_name": th}
 
 
@@ -69,7 +62,7 @@ def test_rgb_thermal_size_mismatch(tmp_path):
 
 
 def test_label_size_mismatch(tmp_path):
-    label = _png(tmp_path / "lab.png", np.zeros((8, 10), np.uint8))
+    label = write_png(tmp_path / "lab.png", np.zeros((8, 10), np.uint8))
     with pytest.raises(ValueError, match=r"lab\.png.*10x8.*12x8"):
         read_label(label, expected_shape=(8, 12))
 
@@ -77,7 +70,7 @@ def test_label_size_mismatch(tmp_path):
 def test_label_value_outside_classes(tmp_path):
     lab = np.zeros((8, 12), np.uint8)
     lab[0, 0], lab[1, 1], lab[2, 2] = 9, 255, 12
-    path = _png(tmp_path / "lab.png", lab)
+    path = write_png(tmp_path / "lab.png", lab)
     with pytest.raises(ValueError, match=r"lab\.png.*9, 12.*0\.\.8 and 255"):
         check_label_values(read_label(path), 9, path)
     check_label_values(read_label(path), 13, path)  # 0..12 + 255 is fine
@@ -89,8 +82,8 @@ def test_label_value_outside_classes(tmp_path):
 def test_split_list_naming_a_missing_file(tmp_path, restore_registration):
     base = tmp_path / "MFNet"
     for n in ("00001D", "00002N"):
-        _png(base / "images" / f"{n}.png", np.zeros((4, 4, 4), np.uint8))
-        _png(base / "labels" / f"{n}.png", np.zeros((4, 4), np.uint8))
+        write_png(base / "images" / f"{n}.png", np.zeros((4, 4, 4), np.uint8))
+        write_png(base / "labels" / f"{n}.png", np.zeros((4, 4), np.uint8))
     (base / "train.txt").write_text("00001D\n00002N\n00003D\n")
     register_all_rgbt(tmp_path, only=["mfnet"])
     with pytest.raises(FileNotFoundError) as e:
@@ -100,7 +93,7 @@ def test_split_list_naming_a_missing_file(tmp_path, restore_registration):
     assert os.path.join("labels", "00003D.png") in msg and "00001D" not in msg
 
 
-def test_truncated_png(tmp_path):
+def test_truncatedwrite_png(tmp_path):
     record = _pair(tmp_path)
     data = open(record["thermal_file_name"], "rb").read()
     with open(record["thermal_file_name"], "wb") as f:
@@ -128,7 +121,7 @@ def test_thermal_unsupported_dtype_and_channels(tmp_path):
     assert cv2.imwrite(tif, np.zeros((8, 12), np.float32))
     with pytest.raises(ValueError, match=r"th\.tiff.*float32"):
         read_rgbt({**record, "thermal_file_name": tif})
-    four = _png(tmp_path / "th4.png", np.zeros((8, 12, 4), np.uint8))
+    four = write_png(tmp_path / "th4.png", np.zeros((8, 12, 4), np.uint8))
     with pytest.raises(ValueError, match=r"th4\.png.*4 channel"):
         read_rgbt({**record, "thermal_file_name": four})
     # A record that claims an RGBT PNG (thermal == file_name) but points to a 3-channel image.
@@ -141,7 +134,7 @@ def test_thermal_unsupported_dtype_and_channels(tmp_path):
 def test_label_must_hold_ids(tmp_path):
     colour = np.zeros((8, 12, 3), np.uint8)
     colour[..., 2] = 200
-    path = _png(tmp_path / "col.png", colour)
+    path = write_png(tmp_path / "col.png", colour)
     with pytest.raises(ValueError, match=r"col\.png.*colour"):
         read_label(path)
 
@@ -165,14 +158,14 @@ def test_check_finds_every_planted_problem(tmp_path, restore_registration):
     assert check.check_dataset("pst900_test") == []
     assert check.main(["pst900_test"]) == 0
     os.remove(os.path.join(base, "thermal", "a.png"))
-    _png(os.path.join(base, "thermal", "b.png"), np.zeros((8, 10), np.uint8))  # size mismatch
+    write_png(os.path.join(base, "thermal", "b.png"), np.zeros((8, 10), np.uint8))  # size mismatch
     bad = np.ones((8, 12), np.uint8)
     bad[3, 3] = 7
-    _png(os.path.join(base, "labels", "c.png"), bad)  # class 7 of 5
+    write_png(os.path.join(base, "labels", "c.png"), bad)  # class 7 of 5
     data = open(os.path.join(base, "rgb", "d.png"), "rb").read()
     with open(os.path.join(base, "rgb", "d.png"), "wb") as f:
         f.write(data[:40])  # truncated
-    _png(os.path.join(base, "labels", "e.png"), np.ones((6, 12), np.uint8))  # label size
+    write_png(os.path.join(base, "labels", "e.png"), np.ones((6, 12), np.uint8))  # label size
     problems = check.check_dataset("pst900_test")
     assert len(problems) == 5, problems
     text = "\n".join(problems)

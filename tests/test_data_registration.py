@@ -2,9 +2,9 @@
 
 import os
 
-import cv2
 import numpy as np
 import pytest
+from conftest import write_png
 
 import sartm_d2  # noqa: F401  (compat first)
 
@@ -16,23 +16,12 @@ from sartm_d2.data.datasets import PST900_VAL_EVERY, PST900_VAL_OFFSET
 from sartm_d2.data.synthetic import generate_synthetic_rgbt
 
 
-@pytest.fixture
-def restore_registration():
-    yield
-    register_all_rgbt(os.getenv("DETECTRON2_DATASETS", "datasets"))
-
-
-def _png(path, array):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    assert cv2.imwrite(str(path), array)
-
-
 def make_mfnet(root, splits, day_night_lists=None, size=(8, 12)):
     base = os.path.join(root, "MFNet")
     for split, names in splits.items():
         for n in names:
-            _png(os.path.join(base, "images", f"{n}.png"), np.full((*size, 4), 7, np.uint8))
-            _png(os.path.join(base, "labels", f"{n}.png"), np.zeros(size, np.uint8))
+            write_png(os.path.join(base, "images", f"{n}.png"), np.full((*size, 4), 7, np.uint8))
+            write_png(os.path.join(base, "labels", f"{n}.png"), np.zeros(size, np.uint8))
         with open(os.path.join(base, f"{split}.txt"), "w") as f:
             f.write("\n".join(names) + "\n")
     for cond, names in (day_night_lists or {}).items():
@@ -45,9 +34,9 @@ def make_folders(root, folder, dirs, splits, size=(8, 12)):
     rgb_d, th_d, lab_d = dirs
     for split, names in splits.items():
         for n in names:
-            _png(os.path.join(root, folder, split, rgb_d, f"{n}.png"), np.zeros((*size, 3), np.uint8))
-            _png(os.path.join(root, folder, split, th_d, f"{n}.png"), np.zeros(size, np.uint8))
-            _png(os.path.join(root, folder, split, lab_d, f"{n}.png"), np.zeros(size, np.uint8))
+            write_png(os.path.join(root, folder, split, rgb_d, f"{n}.png"), np.zeros((*size, 3), np.uint8))
+            write_png(os.path.join(root, folder, split, th_d, f"{n}.png"), np.zeros(size, np.uint8))
+            write_png(os.path.join(root, folder, split, lab_d, f"{n}.png"), np.zeros(size, np.uint8))
 
 
 def test_registration_is_lazy_and_absent_data_says_where_and_what(tmp_path, restore_registration):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_HIERA
 from torch import nn
 
 import sartm_d2
@@ -14,14 +15,7 @@ from sartm_d2.modeling.sam2_checkpoint import convert_sam2_state_dict, load_sam2
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "convert_sam2_checkpoint.py"
 K = 5  # classes: the decoder has K + 1 mask tokens, SAM2 has 4 -> re-initialised, never loaded
-TINY = {
-    "embed_dim": 8,
-    "num_heads": 1,
-    "stages": [1, 2, 1, 1],
-    "global_att_blocks": [2],
-    "window_spec": [8, 4, 14, 7],
-    "window_pos_embed_bkg_spatial_size": [7, 7],
-}
+TINY = TINY_HIERA
 BACKBONE_PREFIXES = ("backbone.trunk.", "backbone.neck.", "backbone.conv_s0.", "backbone.conv_s1.")
 HEAD_PREFIXES = (
     "sem_seg_head.decoder.transformer.",
