@@ -76,3 +76,11 @@ def test_every_added_key_is_read():
     assert len(added) > 30
     unread = [k for k in added if not read(k)]
     assert not unread, f"config keys that no code reads: {unread}"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback applies only without CUDA")
+def test_cuda_device_falls_back_to_cpu_without_cuda(caplog):
+    cfg = get_sartm_cfg(os.path.join(ROOT, "configs", "mfnet.yaml"), ["MODEL.DEVICE", "cuda:0"])
+    assert cfg.MODEL.DEVICE == "cpu"
+    assert "CUDA is not available" in caplog.text
+    assert get_sartm_cfg("", ["SOLVER.MAX_ITER", "7"]).SOLVER.MAX_ITER == 7

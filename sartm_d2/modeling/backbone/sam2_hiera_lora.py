@@ -102,10 +102,9 @@ class SAM2HieraLoRABackbone(Backbone):
     part of its mask decoder (they live in ``sam_mask_decoder``), and the paper freezes only the
     *encoder*; so they are loaded from SAM2 but left trainable. Trunk and neck are frozen.
 
-    Performance notes: SAM2's ``FpnNeck`` upcasts the top-down path to fp32 before interpolating
-    (so under bf16 autocast "sfm" comes out fp32) and computes a sine positional encoding for every
-    level and sample that SARTM does not use (a transient, no-grad tensor). Both are kept to use
-    sam2's module unchanged.
+    The neck's weights are SAM2's ``FpnNeck``; its forward is ``_pyramid`` (no discarded positional
+    encodings, no fp32 upcast). ``activation_checkpointing`` recomputes each Hiera block in the
+    backward pass instead of storing its activations.
     """
 
     def __init__(
@@ -247,9 +246,9 @@ class SAM2HieraLoRABackbone(Backbone):
     def _pyramid(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         """SAM2's FPN (the neck's lateral convs + top-down sum), minus two costs SARTM does not need.
 
-        ``FpnNeck.forward`` also computes a sine positional encoding of every level for every image
-        (SARTM discards them; at 1280x1280 the stride-4 one alone is 0.4 s on 2 CPU cores) and
-        upcasts the top-down path to fp32 (nearest upsampling is exact in bf16). The result equals
+        ``FpnNeck.forward`` also computes a sine positional encoding of every level for every image,
+        which SARTM discards (the stride-4 one is a (B, D, H/4, W/4) tensor), and upcasts the
+        top-down path to fp32 (nearest upsampling is exact in bf16). The result equals
         ``FpnNeck.forward(xs)[0]`` in fp32 (tested); the stride-32 level only feeds the top-down
         path (SAM2's scalp=1), so it is not returned.
         """
