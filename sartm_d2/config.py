@@ -84,6 +84,9 @@ def add_sartm_config(cfg):
     cfg.MODEL.SEM_SEG_HEAD.NAME = "SAM2MaskDecoderHead"
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 9
     cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255
+    # Loss weights (main here, AUX_HEAD.LOSS_WEIGHT, DISTILL.LOSS_WEIGHT): any float >= 0. The
+    # paper's Table VII reports 0.008, 10000 and 100 as best but its text does not say which weight
+    # is which; the defaults (1.0, 0.4, 1.0 with DISTILL.TAU 0.1) keep the three terms of similar size.
     cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0
     # "ohem" (RGB-X convention: keep pixels with loss above -log(OHEM_THRESH), at least
     # valid_pixels * OHEM_MIN_KEPT_FRACTION) or "cross_entropy" (plain, mean over valid pixels).
