@@ -50,8 +50,9 @@ def add_sartm_config(cfg):
     cfg.MODEL.SAM2.CHECKPOINT = ""
     # Channels of the FpnNeck and of the mask decoder's transformer (256 for official checkpoints).
     cfg.MODEL.SAM2.D_MODEL = 256
-    # Recompute each Hiera block in the backward pass instead of storing its activations (training
-    # memory several times lower, about one more trunk forward of time). True / False.
+    # Recompute each Hiera block in the backward pass instead of storing its activations. True /
+    # False. Hiera-B+, one 1280x1280 pair, fp32, 2-core CPU: 6.1 instead of 13.6 GiB peak, no
+    # measurable extra time there (benchmarks/RESULTS.md); on GPUs expect some recompute time.
     cfg.MODEL.SAM2.ACTIVATION_CHECKPOINTING = False
     # Freeze the mask decoder's two-way transformer (paper §III-A: frozen, loaded from SAM2).
     cfg.MODEL.SAM2.FREEZE_DECODER_TRANSFORMER = True
@@ -104,7 +105,8 @@ def add_sartm_config(cfg):
     cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE = False
 
     # Autocast dtype of inference (eval mode): "float32" (none), "bfloat16" (GPUs, and CPUs with
-    # AVX512-BF16/AMX: about 1.8x faster than fp32 on the project's CPU), or "float16" (GPUs).
+    # AVX512-BF16/AMX: Hiera-B+ at 1280x1280 took 8.1 s instead of 16.1 s on the project's 2-core
+    # CPU, benchmarks/RESULTS.md), or "float16" (GPUs).
     cfg.MODEL.SARTM.INFERENCE_DTYPE = "float32"
 
     cfg.MODEL.SARTM.DISTILL = CN()

@@ -134,8 +134,8 @@ class SAM2HieraLoRABackbone(Backbone):
             embed_dim, num_heads, stages, global_att_blocks, window_spec,
             window_pos_embed_bkg_spatial_size: Hiera's arguments, only (and all) with size="custom".
             activation_checkpointing: during training keep only each Hiera block's input and recompute
-                the block in the backward pass: several times less activation memory for about one
-                more trunk forward of time (the frozen trunk still passes gradients to every LoRA).
+                the block in the backward pass: less activation memory (Hiera-B+ at 1280x1280 on the
+                CPU: 6.1 instead of 13.6 GiB peak) for recompute time; gradients are unchanged.
         """
         super().__init__()
         custom = {
