@@ -161,6 +161,7 @@ def main(args):
     if args.eval_only:
         model = Trainer.build_model(cfg)
         RGBTCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        model.prepare_for_inference()  # LoRA merged; INFERENCE_DTYPE weights stored once, not cast per call
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

@@ -12,8 +12,9 @@ Everything here is importable (``demo/demo.py`` and ``tools/run_demo.py`` reuse 
   - a folder of 4-channel RGBT PNGs (MFNet ``images/``);
   - a glob pattern (quoted) of 4-channel RGBT PNGs.
 
-* :class:`RGBTPredictor` builds the model from a config, loads ``MODEL.WEIGHTS`` and runs one
-  pair the way the test loader would (same reading and thermal normalisation, same resize).
+* :class:`RGBTPredictor` builds the model from a config, loads ``MODEL.WEIGHTS``, prepares it for
+  inference (``SARTM.prepare_for_inference``) and runs one pair the way the test loader would (same
+  reading and thermal normalisation, same resize).
 * :func:`draw_panel` draws RGB | thermal (INFERNO colour map) | prediction overlay side by side.
 """
 
@@ -231,8 +232,9 @@ class RGBTPredictor:
             )
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
-        self.model.eval()
         RGBTCheckpointer(self.model).load(weights)
+        # LoRA merged (and, with MODEL.SARTM.INFERENCE_DTYPE bfloat16, weights stored in bf16).
+        self.model.prepare_for_inference()
         self.metadata = demo_metadata(self.cfg)
         self.thermal_16bit_norm = self.cfg.INPUT.THERMAL_16BIT_NORM
         min_size, max_size = self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST

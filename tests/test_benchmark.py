@@ -92,7 +92,8 @@ def test_smoke_train_infer_flops(smoke):
     assert all(math.isfinite(v) for v in train["losses"].values())
     assert train["optimizer"] == "AdamW (foreach)"
     assert train["mfnet_500_epochs_min"] == pytest.approx(500 * 784 / train["pairs_per_s"] / 60)
-    assert infer["output_shape"] == [9, 64, 96] and infer["output_finite"] and infer["lora_merged"]
+    assert infer["output_shape"] == [9, 64, 96] and infer["output_finite"] and infer["prepared_for_inference"]
+    assert isinstance(infer["aten_ops_per_forward"], int) and infer["aten_ops_per_forward"] > 100
     # CUDA graphs cannot run on the CPU: recorded as skipped, not as an error, and no training row.
     assert "CUDA" in _one(report, what="infer", mode="cudagraphs")["skipped"]
     assert not [m for m in report["measurements"] if m["what"] == "train" and m.get("mode") == "cudagraphs"]
@@ -172,6 +173,18 @@ def test_helpers():
     labels = torch.stack([x["sem_seg"] for x in inputs])
     valid = labels[labels != 255]
     assert labels.dtype == torch.int64 and valid.min() >= 0 and valid.max() < 5 and len(valid.unique()) > 1
+
+
+def test_op_counter_counts_computing_ops_not_views():
+    x, w = torch.randn(4, 6), torch.randn(5, 6)
+    with bench.OpCounter() as counter:
+        y = torch.relu(x @ w.t() + 1)  # t: a view; mm, add, relu: three kernels
+        y.view(20).transpose(0, 0)  # views only
+    assert counter.count == 3
+    linear = nn.Linear(6, 5)
+    with bench.OpCounter() as counter:
+        linear(x).contiguous()  # addmm (the weight's t is a view; contiguous is a no-op)
+    assert counter.count == 1
 
 
 def test_official_compare_preset_and_reference_notes():

@@ -262,6 +262,10 @@ def test_demo_end_to_end(demo, layouts, tmp_path):
     rgb, thermal = predictor_mod.load_pair(item)
     logits = predictor(rgb, thermal)
     assert logits.shape == (len(CLASSES), H, W) and torch.isfinite(logits).all()
+    # The deployable model: LoRA merged (prepare_for_inference), not the training form.
+    assert predictor.model.inference_only and not predictor.model.training
+    merged = [m.merged for m in predictor.model.modules() if hasattr(m, "merged_weight")]
+    assert merged and all(merged)
     panel = predictor_mod.draw_panel(rgb, thermal, logits.argmax(0), predictor.metadata)
     np.testing.assert_array_equal(cv2.imread(os.path.join(out, "m0D.png"))[:, :, ::-1], panel)
     with pytest.raises(ValueError, match="thermal must be"):

@@ -5,6 +5,8 @@ import uuid
 
 import pytest
 import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
@@ -16,6 +18,7 @@ from detectron2.utils.events import EventStorage
 
 from sartm_d2.config import add_sartm_config
 from sartm_d2.modeling import meta_arch
+from sartm_d2.modeling.lora import LoRAQKVLinear
 
 CLASSES = ["background", "car", "person", "bike"]
 K, DT = len(CLASSES), 12
@@ -321,3 +324,76 @@ def test_inference_dtype(make_cfg):
     assert all(v.dtype == torch.float32 for v in losses.values())
     with pytest.raises(ValueError, match="INFERENCE_DTYPE"):
         make_cfg(**{"MODEL.SARTM.INFERENCE_DTYPE": "int8"})
+
+
+class _CastRecorder(TorchDispatchMode):
+    """Records the dtype casts (aten._to_copy) applied to the given tensors (by identity of storage)."""
+
+    def __init__(self, tensors):
+        super().__init__()
+        self.ptrs = {t.data_ptr() for t in tensors}
+        self.casts = 0
+        self.param_casts = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket is torch.ops.aten._to_copy:
+            self.casts += 1
+            self.param_casts += int(args[0].data_ptr() in self.ptrs)
+        return func(*args, **(kwargs or {}))
+
+
+_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+
+
+def _layer_tensors(model):
+    """Weights and biases of the linear/conv layers, and the merged per-modality qkv weights."""
+    return [t for m in model.modules() if isinstance(m, _LAYERS)
+            for t in (m.weight, m.bias, getattr(m, "merged_weight", None)) if t is not None]
+
+
+@pytest.mark.parametrize("fusion", ["paper", "cmx"])
+def test_prepare_for_inference_is_bit_identical_without_weight_casts(make_cfg, fusion):
+    opts = {"MODEL.SARTM.INFERENCE_DTYPE": "bfloat16", "MODEL.SARTM.FUSION": fusion,
+            "MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE": True}  # the aux head's convolutions run too
+    ref_model = make_cfg(**opts).eval()
+    _randomise_lora(ref_model)
+    model = make_cfg(**opts)
+    model.load_state_dict(ref_model.state_dict())
+    inputs = _inputs(64, 96, b=2)
+    ref_model.merge_lora()  # the autocast-only path: every linear/conv weight cast on each call
+    with torch.no_grad(), _CastRecorder(_layer_tensors(ref_model)) as ref_casts:
+        ref = [o["sem_seg"] for o in ref_model(inputs)]
+    assert model.prepare_for_inference() is model and model.inference_only and not model.training
+    layers = [m for m in model.modules() if isinstance(m, _LAYERS)]
+    assert layers and all(m.weight.dtype == torch.bfloat16 for m in layers)
+    qkv = [m for m in model.modules() if isinstance(m, LoRAQKVLinear)]
+    assert qkv and all(m.merged and m.merged_weight.dtype == torch.bfloat16 for m in qkv)
+    assert all(m.weight.dtype == torch.float32 for m in model.modules() if isinstance(m, nn.LayerNorm))
+    assert all(m.lora_A.dtype == m.lora_B.dtype == torch.float32 for m in qkv)  # LoRA stays exact
+    with torch.no_grad(), _CastRecorder(_layer_tensors(model)) as casts:
+        got = [o["sem_seg"] for o in model(inputs)]
+    for g, r in zip(got, ref):
+        assert g.dtype == torch.float32 and torch.equal(g, r)
+    # Autocast cast every layer's weight on each call before; now none (a few other casts remain:
+    # the text embeddings, the random positional-encoding matrix).
+    assert ref_casts.param_casts >= len(layers) and casts.param_casts == 0
+    assert casts.casts <= ref_casts.casts - len(layers)
+
+
+def test_prepare_for_inference_fp32_merges_only_and_is_final(make_cfg):
+    ref_model = make_cfg().eval()
+    _randomise_lora(ref_model)
+    model = make_cfg()
+    model.load_state_dict(ref_model.state_dict())
+    inputs = _inputs(64, 96, b=1)
+    with torch.no_grad():
+        ref = ref_model(inputs)[0]["sem_seg"]
+        model.prepare_for_inference()
+        got = model(inputs)[0]["sem_seg"]
+    assert all(t.dtype == torch.float32 for t in model.parameters())
+    assert all(m.merged for m in model.modules() if isinstance(m, LoRAQKVLinear))
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    with pytest.raises(RuntimeError, match="prepared for inference.*build a new model"):
+        _train_step(model, _inputs(64, 96))
+    with pytest.raises(RuntimeError, match="prepare_for_inference"):
+        model.unmerge_lora()

@@ -89,7 +89,8 @@ def test_train_resume_and_eval_only(synthetic_root, tmp_path, monkeypatch):
         assert torch.equal(a[k], b[k]), k
     assert resumed["sem_seg"] == pytest.approx(metrics, nan_ok=True)
 
-    # --eval-only with the final weights reproduces the training run's final test metrics.
+    # --eval-only with the final weights (prepared for inference: LoRA merged) reproduces the
+    # training run's final test metrics.
     again = train_net.main(_args(tmp_path / "eval", emb, "MODEL.WEIGHTS", str(full / "model_final.pth"),
                                  eval_only=True))
     assert again["sem_seg"] == pytest.approx(metrics, nan_ok=True)

@@ -6,8 +6,9 @@ checkpoint or dataset needed):
 
 * ``train``: one optimisation step (forward + backward + AdamW from ``sartm_d2.engine.build_optimizer``,
   bf16 via ``torch.autocast`` without a grad scaler), per step time, RGB-T pairs/s, peak memory;
-* ``infer``: ``model.eval()`` under ``torch.no_grad()`` with LoRA merged (the deployable path; see
-  ``--no-merge-lora``), median latency and pairs/s;
+* ``infer``: a copy of the model after ``prepare_for_inference()`` (LoRA merged; bf16: linear and
+  convolution weights stored in bf16; the deployable path, see ``--no-prepare``) under
+  ``torch.no_grad()``, median latency and pairs/s, and (eager) the aten ops dispatched per forward;
 * ``flops``: forward FLOPs per RGB-T pair with ``torch.utils.flop_counter.FlopCounterMode``;
 * ``data``: pairs/s of the real training loader (``RGBTDatasetMapper`` with the config's
   augmentations, ``sartm_d2.engine.build_resumable_train_loader``) reading PNGs from disk, with 0
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import itertools
 import json
@@ -50,6 +52,7 @@ import sartm_d2  # noqa: F401  (first: detectron2 compatibility fixes and regist
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from sartm_d2 import get_sartm_cfg
@@ -199,10 +202,11 @@ def _peak_memory(device: torch.device) -> dict:
     }
 
 
-def _timed_calls(fn, *, iters: int, warmup: int, device: torch.device) -> dict:
-    """Call ``fn`` once (timed apart: compilation, allocator warm-up), warmup - 1 more, then iters timed."""
+def _timed_calls(fn, *, iters: int, warmup: int, device: torch.device, first=None) -> dict:
+    """Call ``first`` (default ``fn``) once, timed apart (compilation, allocator warm-up), then ``fn``
+    warmup - 1 more times, then iters timed."""
     t0 = time.perf_counter()
-    fn()
+    (first or fn)()
     _sync(device)
     first = time.perf_counter() - t0
     for _ in range(max(warmup - 1, 0)):
@@ -338,16 +342,32 @@ def measure_train(model, cfg, *, hw, batch, dtype, mode, iters, warmup, device) 
     return res
 
 
-def measure_infer(model, cfg, *, hw, batch, dtype, mode, iters, warmup, device, merge_lora) -> dict:
-    """Time ``model.eval()`` forward (postprocessing to the input size included) under no_grad."""
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops that compute (views excluded): each is a CPU kernel or, on CUDA, about one
+    kernel launch, the host-side cost that bounds eager batch-1 latency on a GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def measure_infer(model, cfg, *, hw, batch, dtype, mode, iters, warmup, device, prepare) -> dict:
+    """Time the eval forward (postprocessing to the input size included) under no_grad.
+
+    ``prepare``: run a copy after ``prepare_for_inference()`` with INFERENCE_DTYPE = ``dtype`` (the
+    deployable model; irreversible, hence the copy); else the model as trained, only ``.eval()``. The
+    training-form model waits on the CPU meanwhile, so CUDA peak memory counts one model.
+    """
     model.eval()
-    _free(device)
-    _reset_peak(device)
-    if merge_lora and hasattr(model, "merge_lora"):
-        model.merge_lora()
-    runner = _compile(model, mode)
     inputs = make_inputs(batch, hw, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, device, labels=False)
     out = {}
+    counter = OpCounter()
+    runner = runner_model = model
 
     def forward():
         out.clear()  # no output of an earlier call alive (CUDA graphs reuse their output memory)
@@ -356,18 +376,35 @@ def measure_infer(model, cfg, *, hw, batch, dtype, mode, iters, warmup, device, 
         with torch.no_grad(), _autocast(device, dtype):
             out["last"] = runner(inputs)
 
+    def counted_forward():
+        with counter:
+            forward()
+
     try:
-        res = _timed_calls(forward, iters=iters, warmup=warmup, device=device)
+        if prepare:
+            model.to("cpu")
+            runner_model = copy.deepcopy(model).to(device)
+            runner_model.inference_dtype = DTYPES[dtype]
+            runner_model.prepare_for_inference()
+        _free(device)
+        _reset_peak(device)
+        runner = _compile(runner_model, mode)
+        # Eager: the untimed first call also counts the ops (a dispatch mode would break compilation).
+        first = counted_forward if mode == "eager" else forward
+        res = _timed_calls(forward, iters=iters, warmup=warmup, device=device, first=first)
         res.update(_peak_memory(device))
         logits = out["last"][0]["sem_seg"]
         res["output_shape"] = list(logits.shape)
         res["output_finite"] = bool(torch.isfinite(logits).all())
     finally:
         out.clear()
-        if merge_lora and hasattr(model, "unmerge_lora"):
-            model.unmerge_lora()
+        runner = runner_model = None  # the prepared copy goes before the model comes back
+        if prepare:
+            model.to(device)
         _free(device)
-    res["lora_merged"] = bool(merge_lora)
+    if mode == "eager":
+        res["aten_ops_per_forward"] = counter.count
+    res["prepared_for_inference"] = bool(prepare)
     res["pairs_per_s"] = batch / res["median_s"]
     res["latency_ms_per_pair"] = 1000 * res["median_s"] / batch
     return res
@@ -540,7 +577,7 @@ def run_spec(spec: dict, model, cfg, args, device) -> dict:
     if spec["what"] == "train":
         res = _guarded(spec, lambda: measure_train(model, cfg, **kwargs))
     else:
-        res = _guarded(spec, lambda: measure_infer(model, cfg, merge_lora=args.merge_lora, **kwargs))
+        res = _guarded(spec, lambda: measure_infer(model, cfg, prepare=args.prepare, **kwargs))
     _free(device)  # the optimizer state and activations of this measurement
     return res
 
@@ -551,7 +588,7 @@ def run_isolated(spec: dict, args) -> dict:
         out = os.path.join(tmp, "result.json")
         cmd = [sys.executable, os.path.abspath(__file__), "--config-file", args.config_file,
                "--device", args.device, "--iters", str(args.iters), "--warmup", str(args.warmup),
-               "--merge-lora" if args.merge_lora else "--no-merge-lora",
+               "--prepare" if args.prepare else "--no-prepare",
                "--single", json.dumps(spec), "--single-out", out]
         if args.opts:
             cmd += ["--opts", *args.opts]
@@ -776,6 +813,8 @@ def format_table(results: list[dict], machine: dict) -> str:
         elif r["what"] == "flops":
             row.update(dtype="fp32", gflops=_fmt(r.get("gflops_per_pair")))
         elif "median_s" in r:
+            if "aten_ops_per_forward" in r:
+                note = f"{r['aten_ops_per_forward']} aten ops/forward"
             tflops = _fmt(r.get("achieved_tflops"), 2)
             if "fraction_of_bf16_peak" in r:
                 tflops += f" ({100 * r['fraction_of_bf16_peak']:.1f}%)"
@@ -822,8 +861,9 @@ def get_parser() -> argparse.ArgumentParser:
     add("--data-batches", type=int, default=8, help="timed batches for 'data' (at least 3 x workers)")
     add("--time-budget-s", type=float,
         help="start no measurement after this many seconds (the rest is recorded as skipped)")
-    add("--merge-lora", action=argparse.BooleanOptionalAction, default=True,
-        help="merge LoRA into the weights for inference (default: on)")
+    add("--prepare", action=argparse.BooleanOptionalAction, default=True,
+        help="infer with model.prepare_for_inference() (LoRA merged; bf16: linear/conv weights stored "
+             "in bf16 instead of cast by autocast on every call) (default: on)")
     add("--isolate", action="store_true",
         help="run each model measurement in a fresh process (peak RSS per configuration)")
     add("--official-compare", action="store_true",

@@ -38,7 +38,11 @@ def _cpu_worker(rank: int, main_func, world_size: int, dist_url: str, args, thre
     comm.synchronize()
     try:
         main_func(*args)
+        # No rank tears the gloo groups down while a peer may still be in a collective: that made
+        # the peer's gloo thread abort (SIGABRT, "terminate called without an active exception").
+        comm.synchronize()
     finally:
+        comm._LOCAL_PROCESS_GROUP = None
         dist.destroy_process_group()
 
 

@@ -26,6 +26,11 @@ __all__ = ["SARTM"]
 logger = logging.getLogger(__name__)
 
 _INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Layers whose weight and bias autocast casts to its low-precision dtype on every call (linear and
+# convolution ops are on autocast's lower-precision list on CPU and CUDA); norms and embeddings are not.
+_AUTOCAST_CAST_LAYERS = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d
+)
 
 
 def _count(module: nn.Module | None) -> tuple[int, int]:
@@ -157,6 +162,7 @@ class SARTM(nn.Module):
                 f"got {inference_dtype!r}."
             )
         self.inference_dtype = _INFERENCE_DTYPES[inference_dtype]
+        self.inference_only = False  # set by prepare_for_inference()
 
         if sam2_checkpoint:
             load_sam2_checkpoint(self, sam2_checkpoint)
@@ -235,7 +241,38 @@ class SARTM(nn.Module):
 
     def unmerge_lora(self) -> int:
         """Undo ``merge_lora`` (required before training again)."""
+        if self.inference_only:
+            raise RuntimeError(
+                "This SARTM model was prepared for inference (prepare_for_inference) and cannot be "
+                "unmerged; build a new model (build_model + MODEL.WEIGHTS) to train."
+            )
         return self.backbone.unmerge_lora()
+
+    @torch.no_grad()
+    def prepare_for_inference(self) -> SARTM:
+        """Turn this model into a deployable, inference-only one (the demo and ``--eval-only`` do).
+
+        Merges LoRA into per-modality weights and, when ``inference_dtype`` is bf16/fp16, stores the
+        weight and bias of every linear and convolution layer in that dtype. Autocast casts exactly
+        those tensors on every call, rounding them the same way, so the logits are bit-identical to the
+        autocast-only path, while each forward skips one cast kernel per tensor (Hiera-B+, bf16,
+        480x640: 834 instead of 1498 computing aten ops with the merge; benchmarks/RESULTS.md).
+        Irreversible: training or ``unmerge_lora`` afterwards raise; build a new model.
+        """
+        self.eval()
+        self.merge_lora()
+        dtype = self.inference_dtype
+        if dtype is not None:
+            for module in self.modules():
+                if not isinstance(module, _AUTOCAST_CAST_LAYERS):
+                    continue
+                for name, p in list(module.named_parameters(recurse=False)):
+                    if name in ("weight", "bias"):  # not LoRA's A/B: a saved state stays exact
+                        setattr(module, name, nn.Parameter(p.detach().to(dtype), p.requires_grad))
+                if getattr(module, "merged_weight", None) is not None:
+                    module.merged_weight = module.merged_weight.to(dtype)
+        self.inference_only = True
+        return self
 
     def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
         """Normalise the (4, H, W) images and pad them to ``size_divisibility`` (padding = 0 after norm)."""
@@ -257,6 +294,11 @@ class SARTM(nn.Module):
             training: {"loss_sem_seg", "loss_aux" (with an aux head), "loss_distill" (if enabled)};
             inference: [{"sem_seg": (K, height, width) logits}] per image.
         """
+        if self.training and self.inference_only:
+            raise RuntimeError(
+                "This SARTM model was prepared for inference (prepare_for_inference: LoRA merged, weights "
+                "possibly in bf16) and cannot train; build a new model (build_model + MODEL.WEIGHTS)."
+            )
         images = self.preprocess_image(batched_inputs)
         x = images.tensor
         # Training autocast is the trainer's (SOLVER.AMP); inference follows INFERENCE_DTYPE. With
