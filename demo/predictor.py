@@ -1,6 +1,6 @@
 """Inference and drawing for the RGB-T demo: input discovery, a predictor, and a 3-panel figure.
 
-Everything here is importable (``demo/demo.py`` and ``tools/run_demo.py`` reuse it):
+Everything here is importable (``demo/demo.py`` and the tests reuse it):
 
 * :func:`find_inputs` turns command-line paths into RGB/thermal pairs. Accepted inputs:
 

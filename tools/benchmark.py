@@ -202,11 +202,11 @@ def _peak_memory(device: torch.device) -> dict:
     }
 
 
-def _timed_calls(fn, *, iters: int, warmup: int, device: torch.device, first=None) -> dict:
-    """Call ``first`` (default ``fn``) once, timed apart (compilation, allocator warm-up), then ``fn``
-    warmup - 1 more times, then iters timed."""
+def _timed_calls(fn, *, iters: int, warmup: int, device: torch.device, first_fn=None) -> dict:
+    """Call ``first_fn`` (default ``fn``) once, timed apart (compilation, allocator warm-up), then
+    ``fn`` warmup - 1 more times, then iters timed."""
     t0 = time.perf_counter()
-    (first or fn)()
+    (first_fn or fn)()
     _sync(device)
     first = time.perf_counter() - t0
     for _ in range(max(warmup - 1, 0)):
@@ -366,7 +366,7 @@ def measure_infer(model, cfg, *, hw, batch, dtype, mode, iters, warmup, device, 
     model.eval()
     inputs = make_inputs(batch, hw, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, device, labels=False)
     out = {}
-    counter = OpCounter()
+    counter = OpCounter() if mode == "eager" else None  # a dispatch mode would break compilation
     runner = runner_model = model
 
     def forward():
@@ -389,9 +389,9 @@ def measure_infer(model, cfg, *, hw, batch, dtype, mode, iters, warmup, device, 
         _free(device)
         _reset_peak(device)
         runner = _compile(runner_model, mode)
-        # Eager: the untimed first call also counts the ops (a dispatch mode would break compilation).
-        first = counted_forward if mode == "eager" else forward
-        res = _timed_calls(forward, iters=iters, warmup=warmup, device=device, first=first)
+        # Eager: the untimed first call also counts the ops.
+        first_fn = counted_forward if counter is not None else forward
+        res = _timed_calls(forward, iters=iters, warmup=warmup, device=device, first_fn=first_fn)
         res.update(_peak_memory(device))
         logits = out["last"][0]["sem_seg"]
         res["output_shape"] = list(logits.shape)
@@ -402,7 +402,7 @@ def measure_infer(model, cfg, *, hw, batch, dtype, mode, iters, warmup, device, 
         if prepare:
             model.to(device)
         _free(device)
-    if mode == "eager":
+    if counter is not None:
         res["aten_ops_per_forward"] = counter.count
     res["prepared_for_inference"] = bool(prepare)
     res["pairs_per_s"] = batch / res["median_s"]

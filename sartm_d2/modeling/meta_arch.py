@@ -266,8 +266,9 @@ class SARTM(nn.Module):
             for module in self.modules():
                 if not isinstance(module, _AUTOCAST_CAST_LAYERS):
                     continue
-                for name, p in list(module.named_parameters(recurse=False)):
-                    if name in ("weight", "bias"):  # not LoRA's A/B: a saved state stays exact
+                for name in ("weight", "bias"):  # not LoRA's A/B: a saved state stays exact
+                    p = getattr(module, name)
+                    if p is not None:
                         setattr(module, name, nn.Parameter(p.detach().to(dtype), p.requires_grad))
                 if getattr(module, "merged_weight", None) is not None:
                     module.merged_weight = module.merged_weight.to(dtype)
