@@ -1,6 +1,6 @@
 # The README's two commands. Both create .venv on first use (scripts/setup_env.sh) and reuse it.
 PY := .venv/bin/python
-STAMP := .venv/.sartm_setup_v1
+STAMP := .venv/.sartm_setup_v2
 # Where datasets live (Detectron2's convention); the synthetic set is written to $(DATA)/SyntheticRGBT.
 DATA ?= $(or $(DETECTRON2_DATASETS),datasets)
 DEMO_OUT ?= output/synthetic

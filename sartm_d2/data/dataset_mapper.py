@@ -11,6 +11,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 
+from .degradations import DEGRADATION_KINDS, LEVELS, degrade, parse_setting
 from .io import check_label_values, read_label, read_rgbt, remap_background
 
 __all__ = ["RGBTDatasetMapper"]
@@ -21,6 +22,13 @@ logger = logging.getLogger(__name__)
 # RandomBrightness / RandomContrast / RandomSaturation).
 _COLOR_JITTER = (0.8, 1.2)
 _THERMAL_JITTER = (0.9, 1.1)
+
+
+def _degrade_one(rgb, thermal, which: str, kind: str, level: int, key: str):
+    """(rgb, thermal) with the ``which`` one degraded (``sartm_d2.data.degradations.degrade``)."""
+    if which == "rgb":
+        return degrade(rgb, kind, level, seed_key=key), thermal
+    return rgb, degrade(thermal, kind, level, seed_key=key)
 
 
 class RGBTDatasetMapper:
@@ -39,9 +47,13 @@ class RGBTDatasetMapper:
        uint8 and torch for float, two different filters) while the label uses nearest.
     4. Photometric augmentation after geometry: ``color_augmentations`` on RGB only and
        ``thermal_augmentations`` on thermal only; both clipped back to 0..255.
-    5. Output: the record's fields plus "image" (float32 4 x H x W: R, G, B, T in 0..255),
-       "sem_seg" (int64 H x W, when a label exists), "height" and "width" (the ORIGINAL size, which
-       is what ``sem_seg_postprocess`` resizes predictions to).
+    5. Which modalities the model sees ("modalities": "rgbt", "rgb" or "thermal"): in training drawn
+       per sample with ``modality_probs`` (modality dropout; the loader seeds the draw by the
+       sample's position, so it is reproducible and resumes exactly); at test time the
+       ``setting``'s, which may also degrade one modality (``sartm_d2.data.degradations``).
+    6. Output: the record's fields plus "image" (float32 4 x H x W: R, G, B, T in 0..255),
+       "sem_seg" (int64 H x W, when a label exists), "modalities", "height" and "width" (the
+       ORIGINAL size, which is what ``sem_seg_postprocess`` resizes predictions to).
     """
 
     @configurable
@@ -56,6 +68,9 @@ class RGBTDatasetMapper:
         num_label_classes: int,
         background_as_ignore: bool = False,
         ignore_label: int = 255,
+        modality_probs: Sequence[float] = (1.0, 0.0, 0.0),
+        degradation_prob: float = 0.0,
+        setting: str = "rgbt",
     ):
         """
         Args:
@@ -68,6 +83,12 @@ class RGBTDatasetMapper:
                 i.e. including class 0 also when it becomes ignore.
             background_as_ignore: map label 0 to ``ignore_label`` and shift the others down.
             ignore_label: the "ignore" value of the label files and of the output.
+            modality_probs: training: probabilities that a sample keeps both modalities, RGB only or
+                thermal only (INPUT.MODALITY_DROPOUT.{BOTH, RGB_ONLY, THERMAL_ONLY}).
+            degradation_prob: training: probability that a sample with both modalities gets one of them
+                degraded (random modality, kind and level of ``sartm_d2.data.degradations``), so
+                that the fusion learns when not to trust a stream (INPUT.DEGRADATION_AUG_PROB).
+            setting: inference: the input setting (TEST.MODALITIES entry), e.g. "rgb", "rgb-noise-2".
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(list(augmentations))
@@ -77,11 +98,23 @@ class RGBTDatasetMapper:
         self.num_label_classes = num_label_classes
         self.background_as_ignore = background_as_ignore
         self.ignore_label = ignore_label
+        probs = np.asarray(modality_probs, dtype=np.float64)
+        if probs.shape != (3,) or (probs < 0).any() or abs(probs.sum() - 1.0) > 1e-6:
+            raise ValueError(
+                "INPUT.MODALITY_DROPOUT.{BOTH, RGB_ONLY, THERMAL_ONLY} must be three probabilities summing "
+                f"to 1, got {list(modality_probs)}."
+            )
+        self.modality_cdf = np.cumsum(probs)
+        if not 0.0 <= degradation_prob <= 1.0:
+            raise ValueError(f"INPUT.DEGRADATION_AUG_PROB must be in [0, 1], got {degradation_prob}.")
+        self.degradation_prob = degradation_prob
+        self.setting = setting
+        self.modalities, self.degradation = parse_setting(setting)
         mode = "training" if is_train else "inference"
         logger.info("[RGBTDatasetMapper] geometric augmentations in %s: %s", mode, list(augmentations))
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True):
+    def from_config(cls, cfg, is_train: bool = True, setting: str = "rgbt"):
         ignore = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
         augs: list[T.Augmentation] = []
         color_augs: list[T.Augmentation] = []
@@ -120,8 +153,10 @@ class RGBTDatasetMapper:
         elif cfg.INPUT.MIN_SIZE_TEST != 0:
             augs.append(T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice"))
         background_as_ignore = cfg.DATASETS.BACKGROUND_AS_IGNORE
+        dropout = cfg.INPUT.MODALITY_DROPOUT
         return {
             "is_train": is_train,
+            "setting": setting,
             "augmentations": augs,
             "color_augmentations": color_augs,
             "thermal_augmentations": thermal_augs,
@@ -129,6 +164,8 @@ class RGBTDatasetMapper:
             "num_label_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES + int(background_as_ignore),
             "background_as_ignore": background_as_ignore,
             "ignore_label": ignore,
+            "modality_probs": (dropout.BOTH, dropout.RGB_ONLY, dropout.THERMAL_ONLY),
+            "degradation_prob": cfg.INPUT.DEGRADATION_AUG_PROB if is_train else 0.0,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -162,6 +199,24 @@ class RGBTDatasetMapper:
             thermal_input = T.AugInput(np.ascontiguousarray(thermal))
             self.thermal_augmentations(thermal_input)
             thermal = np.clip(thermal_input.image, 0.0, 255.0)
+
+        if self.is_train:
+            modalities = "rgbt"
+            if self.modality_cdf[0] < 1.0:  # no draw without dropout: the random stream stays as it was
+                choice = int(np.searchsorted(self.modality_cdf[:2], np.random.rand(), side="right"))
+                modalities = ("rgbt", "rgb", "thermal")[choice]
+            degrade_one = self.degradation_prob > 0 and modalities == "rgbt"
+            if degrade_one and np.random.rand() < self.degradation_prob:
+                which = ("rgb", "thermal")[np.random.randint(2)]
+                kind = DEGRADATION_KINDS[np.random.randint(len(DEGRADATION_KINDS))]
+                level, key = LEVELS[np.random.randint(len(LEVELS))], str(np.random.randint(2**31))
+                rgb, thermal = _degrade_one(rgb, thermal, which, kind, level, key)
+        else:
+            modalities = self.modalities
+            if self.degradation is not None:
+                key = str(dataset_dict.get("image_id", dataset_dict["file_name"]))
+                rgb, thermal = _degrade_one(rgb, thermal, *self.degradation, key)
+        dataset_dict["modalities"] = modalities
 
         image = np.concatenate([rgb, thermal[:, :, None]], axis=2).astype(np.float32, copy=False)
         dataset_dict["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))

@@ -9,19 +9,22 @@ Conventions (the shared data contract):
   * 8-bit or 16-bit, three channels that are equal (a grey image saved as colour): one channel.
     Three *unequal* channels (a false-colour palette) carry no reliable temperature order; we use
     their luminance (``cv2.COLOR_BGR2GRAY``) rather than guess the palette, and log it once.
-  * Channel 4 of a 4-channel RGBT PNG (MFNet), when ``thermal_file_name == file_name``. OpenCV
-    returns such a PNG as B, G, R, A, so the stored R, G, B, T order becomes ``[..., 2::-1]`` and
-    ``[..., 3]``.
+  * Channel 4 of a 4-channel RGBT PNG or TIFF (MFNet), when ``thermal_file_name == file_name``.
+    OpenCV returns such an image as B, G, R, A, so the stored R, G, B, T order becomes
+    ``[..., 2::-1]`` and ``[..., 3]``.
   * 16-bit values are brought to 0..255 by ``thermal_16bit_norm``: ``"percentile"`` (per image,
     1st..99th percentile stretched to 0..255 and clipped: robust to a few hot pixels),
     ``"minmax"`` (per image, min..max) or ``"fixed"`` (divide by 257, the full 16-bit range, so
     temperatures keep their meaning across images). A constant image maps to 0.
 
-- Labels come back as ``uint8`` H x W class ids, 255 = ignore.
+- Labels come back as ``uint8`` H x W class ids, 255 = ignore. They may be PNG, TIFF or BMP, never
+  JPEG: its lossy compression invents ids along every class border.
 
-Images are read with ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` so that nothing (bit depth, alpha
-channel, EXIF rotation) is changed behind our back; OpenCV returns ``None`` for unreadable or
-truncated files, which we turn into an error naming the file.
+Any format OpenCV decodes is accepted (``IMAGE_EXTENSIONS``: PNG, JPEG, BMP, TIFF, ...). Images are
+read with ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` so that nothing (bit depth, alpha channel,
+EXIF rotation) is changed behind our back: without that flag OpenCV would turn a 16-bit thermal
+TIFF into 8-bit colour. OpenCV returns ``None`` for unreadable or truncated files, which we turn
+into an error naming the file.
 """
 
 from __future__ import annotations
@@ -36,16 +39,27 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
+    "LOSSY_LABEL_EXTENSIONS",
     "THERMAL_16BIT_NORMS",
     "check_label_values",
+    "lossy_label_error",
     "normalize_thermal",
     "read_image",
     "read_label",
+    "read_rgb",
     "read_rgbt",
+    "read_thermal",
     "remap_background",
 ]
 
 THERMAL_16BIT_NORMS = ("percentile", "minmax", "fixed")
+# File name extensions (lower case) that the dataset loader treats as images: what OpenCV decodes.
+IMAGE_EXTENSIONS = (
+    ".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"
+)
+# Lossy formats refused for labels: JPEG blurs class-id borders into ids that were never drawn.
+LOSSY_LABEL_EXTENSIONS = (".jpg", ".jpeg", ".jpe")
 _warned_false_colour: set[str] = set()
 
 
@@ -108,7 +122,7 @@ def _thermal_plane(img: np.ndarray, path: str) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     raise ValueError(
         f"Unsupported thermal image {path!r}: {_describe(img)}. Expected 1 or 3 channels (or channel 4 "
-        "of an RGBT PNG, in which case the record's thermal_file_name must equal its file_name)."
+        "of an RGBT PNG/TIFF, in which case the record's thermal_file_name must equal its file_name)."
     )
 
 
@@ -121,11 +135,25 @@ def _to_uint8_rgb(bgr: np.ndarray, path: str) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, 2::-1])
 
 
+def read_rgb(path: str) -> np.ndarray:
+    """One RGB image alone (a camera without its thermal partner): uint8 H x W x 3 in RGB order."""
+    img = read_image(path)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"RGB image {path!r} is {_describe(img)}; expected a 3-channel colour image.")
+    return _to_uint8_rgb(img, path)
+
+
+def read_thermal(path: str, thermal_16bit_norm: str = "percentile") -> np.ndarray:
+    """One thermal image alone (no RGB partner): float32 H x W in 0..255, as in ``read_rgbt``."""
+    return normalize_thermal(_thermal_plane(read_image(path), path), thermal_16bit_norm, path=path)
+
+
 def read_rgbt(record: Mapping, thermal_16bit_norm: str = "percentile") -> tuple[np.ndarray, np.ndarray]:
     """Read a record's aligned RGB and thermal images.
 
     Args:
-        record: a dataset dict with "file_name" and "thermal_file_name" (equal for RGBT PNGs).
+        record: a dataset dict with "file_name" and "thermal_file_name" (equal for 4-channel RGBT
+            images).
         thermal_16bit_norm: "percentile", "minmax" or "fixed" (cfg.INPUT.THERMAL_16BIT_NORM).
 
     Returns:
@@ -141,14 +169,15 @@ def read_rgbt(record: Mapping, thermal_16bit_norm: str = "percentile") -> tuple[
     if not thermal_path:
         raise ValueError(
             f"Record for {rgb_path!r} has no 'thermal_file_name'; RGB-T records need one (set it to "
-            "file_name for 4-channel RGBT PNGs)."
+            "file_name for 4-channel RGBT images)."
         )
     img = read_image(rgb_path)
     if thermal_path == rgb_path:
         if img.ndim != 3 or img.shape[2] != 4:
             raise ValueError(
                 f"RGBT image {rgb_path!r} is {_describe(img)}, but its thermal_file_name equals its "
-                "file_name, which means a 4-channel R,G,B,T PNG (MFNet layout)."
+                "file_name, which means a 4-channel R,G,B,T PNG or TIFF (MFNet layout). Register the "
+                "thermal folder (thermal_root) if thermal images are stored separately."
             )
         rgb = _to_uint8_rgb(img[:, :, :3], rgb_path)
         thermal = normalize_thermal(img[:, :, 3], thermal_16bit_norm, path=rgb_path)
@@ -158,8 +187,8 @@ def read_rgbt(record: Mapping, thermal_16bit_norm: str = "percentile") -> tuple[
         raise ValueError(f"RGB image {rgb_path!r} is {_describe(img)}; expected a 3-channel colour image.")
     if img.shape[2] != 3:
         raise ValueError(
-            f"RGB image {rgb_path!r} is {_describe(img)}; expected 3 channels. If it is an RGBT PNG, set "
-            "the record's thermal_file_name to its file_name."
+            f"RGB image {rgb_path!r} is {_describe(img)}; expected 3 channels. If it is an RGBT image, set "
+            "the record's thermal_file_name to its file_name (thermal_root=None at registration)."
         )
     rgb = _to_uint8_rgb(img, rgb_path)
     timg = read_image(thermal_path)
@@ -175,12 +204,16 @@ def read_rgbt(record: Mapping, thermal_16bit_norm: str = "percentile") -> tuple[
 
 
 def read_label(path: str, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a label PNG of class ids as uint8 H x W (255 = ignore).
+    """Read a label image of class ids (PNG, TIFF or BMP) as uint8 H x W (255 = ignore).
 
-    Palette ("P" mode) PNGs are read through their indices (OpenCV would expand the palette to
+    Palette ("P" mode) images are read through their indices (OpenCV would expand the palette to
     colours); a colour label whose three channels are equal is taken as grey. ``expected_shape``
     (H, W), when given, is checked so that a label of another size is reported with its file name.
+    JPEG labels are refused before decoding (see ``lossy_label_error``).
     """
+    lossy = lossy_label_error(path)
+    if lossy:
+        raise ValueError(lossy)
     img = read_image(path)
     if img.ndim == 3 and img.shape[2] in (3, 4):
         ch = img[:, :, :3]
@@ -214,6 +247,17 @@ def read_label(path: str, expected_shape: tuple[int, int] | None = None) -> np.n
             f"{expected_shape[1]}x{expected_shape[0]}; labels must be pixel-aligned with the images."
         )
     return np.ascontiguousarray(img)
+
+
+def lossy_label_error(path: str) -> str | None:
+    """The reason a label file of this name cannot be used, or None: JPEG labels are refused."""
+    if os.path.splitext(path)[1].lower() not in LOSSY_LABEL_EXTENSIONS:
+        return None
+    return (
+        f"Label {path!r} is a JPEG: its lossy compression alters pixel values near class borders, "
+        "creating ids that were never labelled, so it cannot hold ground truth. Save the labels "
+        "losslessly as PNG (or TIFF/BMP) from the original ids."
+    )
 
 
 def check_label_values(label: np.ndarray, num_classes: int, path: str, ignore_label: int = 255) -> None:

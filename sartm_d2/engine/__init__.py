@@ -1,19 +1,26 @@
-"""Training-loop pieces that detectron2 0.6 lacks: resumable data, CPU launch, AMP, safe checkpoints."""
+"""Training and inference: the trainer, resumable data, CPU launch, AMP, safe checkpoints."""
 
 from .checkpoint import RGBTCheckpointer, atomic_torch_save
 from .data import ResumableBatchSampler, SeededMapDataset, build_resumable_train_loader
+from .defaults import Trainer, argument_parser, build_inference_model, main, setup
 from .launch import launch
 from .solver import build_lr_scheduler, build_optimizer
-from .train_loop import MixedPrecisionTrainer
+from .train_loop import MixedPrecisionTrainer, replace_data_loader
 
 __all__ = [
+    "MixedPrecisionTrainer",
     "RGBTCheckpointer",
-    "atomic_torch_save",
     "ResumableBatchSampler",
     "SeededMapDataset",
+    "Trainer",
+    "argument_parser",
+    "atomic_torch_save",
+    "build_inference_model",
+    "build_lr_scheduler",
+    "build_optimizer",
     "build_resumable_train_loader",
     "launch",
-    "build_optimizer",
-    "build_lr_scheduler",
-    "MixedPrecisionTrainer",
+    "main",
+    "replace_data_loader",
+    "setup",
 ]

@@ -47,7 +47,9 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         base_lr=cfg.SOLVER.BASE_LR,
         weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        # detectron2: None means "as SOLVER.WEIGHT_DECAY".
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY if cfg.SOLVER.WEIGHT_DECAY_BIAS is None
+        else cfg.SOLVER.WEIGHT_DECAY_BIAS,
         weight_decay_embed=cfg.SOLVER.WEIGHT_DECAY_EMBED,
     )
     if not groups:

@@ -2,6 +2,10 @@
 
 detectron2 0.6's ``AMPTrainer`` requires CUDA, autocasts only to fp16 and always uses a grad
 scaler. bf16 has fp32's range, so it needs no scaler; fp16 keeps one.
+
+Runs on detectron2 0.6 and on its GitHub main (which still calls itself 0.6), told apart by the
+features they have, never by version: main makes ``_data_loader_iter`` a read-only property with
+``reset_data_loader``, and has an ``after_backward`` hook stage.
 """
 
 from __future__ import annotations
@@ -12,6 +16,20 @@ import torch
 from detectron2.engine import SimpleTrainer
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def replace_data_loader(trainer, data_loader) -> None:
+    """Make ``trainer`` (a SimpleTrainer) read from ``data_loader`` from its next step on.
+
+    detectron2 main: ``_data_loader_iter`` is a read-only property over a lazily made iterator and
+    ``reset_data_loader(builder)`` is the public way. detectron2 0.6: the iterator is a plain
+    attribute made in ``__init__``.
+    """
+    if hasattr(trainer, "reset_data_loader"):
+        trainer.reset_data_loader(lambda: data_loader)
+    else:
+        trainer.data_loader = data_loader
+        trainer._data_loader_iter = iter(data_loader)
 
 
 class MixedPrecisionTrainer(SimpleTrainer):
@@ -30,8 +48,7 @@ class MixedPrecisionTrainer(SimpleTrainer):
 
     def replace_data_loader(self, data_loader) -> None:
         """Swap the training stream (used on resume to continue at the checkpoint's iteration)."""
-        self.data_loader = data_loader
-        self._data_loader_iter = iter(data_loader)
+        replace_data_loader(self, data_loader)
 
     def run_step(self):
         assert self.model.training, "[MixedPrecisionTrainer] model was changed to eval mode!"
@@ -46,13 +63,21 @@ class MixedPrecisionTrainer(SimpleTrainer):
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()
+            self._after_backward()
             self._write_metrics(loss_dict, data_time)
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             losses.backward()
+            self._after_backward()
             self._write_metrics(loss_dict, data_time)
             self.optimizer.step()
+
+    def _after_backward(self) -> None:
+        # detectron2 main runs its hooks' after_backward between backward and step; 0.6 has no such stage.
+        after_backward = getattr(self, "after_backward", None)
+        if after_backward is not None:
+            after_backward()
 
     def state_dict(self):
         ret = super().state_dict()

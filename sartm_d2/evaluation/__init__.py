@@ -1,5 +1,10 @@
 """Evaluation of RGB-T semantic segmentation (Detectron2's metrics plus the RGB-T papers' mIoU)."""
 
-from .sem_seg_evaluation import RGBTSemSegEvaluator, confusion_matrix, segmentation_metrics
+from .sem_seg_evaluation import (
+    RGBTSemSegEvaluator,
+    confusion_matrix,
+    segmentation_metrics,
+    write_settings_table,
+)
 
-__all__ = ["RGBTSemSegEvaluator", "confusion_matrix", "segmentation_metrics"]
+__all__ = ["RGBTSemSegEvaluator", "confusion_matrix", "segmentation_metrics", "write_settings_table"]

@@ -30,7 +30,7 @@ from tabulate import SEPARATING_LINE, tabulate
 from ..data import get_classes
 from ..data.io import check_label_values, read_label, remap_background
 
-__all__ = ["RGBTSemSegEvaluator", "confusion_matrix", "segmentation_metrics"]
+__all__ = ["RGBTSemSegEvaluator", "confusion_matrix", "segmentation_metrics", "write_settings_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +339,33 @@ class RGBTSemSegEvaluator(DatasetEvaluator):
         with PathManager.open(os.path.join(self._output_dir, "confusion_matrix.png"), "wb") as f:
             f.write(confusion_matrix_png(self._conf, self._class_names, title=self._dataset_name))
         logger.info(f"Wrote sem_seg_results.json and confusion_matrix.{{npy,json,png}} to {self._output_dir}")
+
+
+def write_settings_table(summary: dict[str, dict], dataset_name: str, output_dir: str | None) -> str:
+    """One table of the input settings of a dataset (rows) by mIoU overall and per condition.
+
+    Args:
+        summary: setting name -> the evaluator's "sem_seg" metrics of that setting.
+        dataset_name: for the title.
+        output_dir: where ``settings.json`` (every setting's metrics) is written; None: nowhere.
+    Returns:
+        the table, also logged.
+    """
+    conditions = sorted({k.split("/", 1)[0] for m in summary.values() for k in m if "/" in k})
+    headers = ["setting", "mIoU_all", "mIoU"] + [f"{c} mIoU_all" for c in conditions]
+    rows = []
+    for setting, m in summary.items():
+        keys = ["mIoU_all", "mIoU"] + [f"{c}/mIoU_all" for c in conditions]
+        rows.append([setting] + [None if np.isnan(m.get(k, np.nan)) else m[k] for k in keys])
+    table = tabulate(rows, headers=headers, tablefmt="pipe", floatfmt=".2f", missingval="-")
+    text = f"Input settings on {dataset_name} (mIoU_all: all classes, papers' convention; %)\n{table}"
+    logger.info("\n" + text)
+    if output_dir:
+        PathManager.mkdirs(output_dir)
+        clean = {s: {k: (None if np.isnan(v) else v) for k, v in m.items()} for s, m in summary.items()}
+        with PathManager.open(os.path.join(output_dir, "settings.json"), "w") as f:
+            json.dump({"dataset": dataset_name, "settings": clean}, f, indent=2)
+    return text
 
 
 def confusion_matrix_png(conf: np.ndarray, class_names: list[str], title: str = "") -> bytes:

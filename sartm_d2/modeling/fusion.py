@@ -1,18 +1,23 @@
-"""Cross-modal fusion of the RGB and thermal feature pyramids, one fusion module per level.
+"""Cross-modal fusion of the RGB and thermal feature pyramids, level by level.
 
-The backbone returns every level modality-major: rows ``0..B-1`` are RGB, ``B..2B-1`` thermal.
-``SARTMFusion`` splits them and fuses each level (``sfm`` s16, ``ifp`` s8, ``ffp`` s4) with the
-mode chosen by ``MODEL.SARTM.FUSION``:
+A fusion is a registered :class:`RGBTFusion` subclass, chosen by ``MODEL.SARTM.FUSION`` (its short
+``name`` or its class name) from ``FUSION_REGISTRY``. It fuses each level of the pyramid (see the
+backbone's glossary: ``sfm`` s16, ``ifp`` s8, ``ffp`` s4) and declares whether it needs the class
+text embeddings (:meth:`RGBTFusion.uses_text`). Built in:
 
 - ``"average"``: learned weighted average, ``out = sum_m softmax(a)_m f_m`` (``a`` starts equal).
 - ``"language"``: per-pixel modality weights ``softmax_m(a_m + s * aff_m(p))`` where ``aff_m(p)``
   is the best cosine between the pixel feature and the class text embeddings projected to the
   level's channels; a modality whose pixel looks like some class gets more weight there.
 - ``"cmx"``: CMX-style FRM (feature rectification) + FFM (cross-attention + channel embedding)
-  fed the RGB and the thermal stream (the official release fed RGB twice).
-- ``"paper"``: the paper's fusion step: language-guided weighted average + CMX output, summed.
-  With ``MODEL.SARTM.DISTILL.ENABLED False`` (ablation "without language") it drops the language
-  term and becomes weighted average + CMX, since no text embeddings exist in that setting.
+  fed the RGB and the thermal stream.
+- ``"paper"``: the paper's fusion step: weighted average + CMX output, summed; the average is
+  language-guided when ``MODEL.SARTM.FUSION_LANGUAGE`` is on (the paper), plain otherwise (the
+  ablation "without language"). That key alone decides: the distillation switch does not.
+
+A missing modality (a failed or blinded camera, or modality dropout in training) is explicit: the
+backbone only computes the present streams, and the fusion puts a learned per-level "absent"
+embedding of that modality in place of the missing stream before fusing (:meth:`RGBTFusion.forward`).
 """
 
 from __future__ import annotations
@@ -23,30 +28,34 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
+from detectron2.utils.registry import Registry
 from sam2.modeling.sam2_utils import LayerNorm2d
 from torch import nn
 
+from .registry import lookup
+
 __all__ = [
-    "FUSION_MODES",
+    "FUSION_REGISTRY",
+    "RGBTFusion",
+    "AverageFusion",
+    "LanguageFusion",
+    "CMXFusion",
+    "PaperFusion",
     "ModalityWeighting",
     "FeatureRectification",
     "FeatureFusion",
-    "CMXFusion",
+    "CMXBlock",
     "LevelFusion",
-    "SARTMFusion",
     "build_fusion",
-    "fusion_requires_text",
+    "fusion_class",
 ]
 
-FUSION_MODES = ("average", "language", "cmx", "paper")
 LEVELS = ("sfm", "ifp", "ffp")
-
-
-def fusion_requires_text(mode: str, distill_enabled: bool) -> bool:
-    """Whether the fusion ``mode`` needs class text embeddings (see the module docstring)."""
-    if mode not in FUSION_MODES:
-        raise ValueError(f"MODEL.SARTM.FUSION must be one of {FUSION_MODES}, got {mode!r}.")
-    return mode == "language" or (mode == "paper" and distill_enabled)
+FUSION_REGISTRY = Registry("FUSION")
+FUSION_REGISTRY.__doc__ = """
+Cross-modal fusions, chosen by MODEL.SARTM.FUSION. A fusion is an :class:`RGBTFusion` subclass,
+called with ``(cfg, input_shape, text_dim=...)``.
+"""
 
 
 class ModalityWeighting(nn.Module):
@@ -172,7 +181,7 @@ class FeatureFusion(nn.Module):
         return self.out_norm(self.residual(both) + self.embed(both))
 
 
-class CMXFusion(nn.Module):
+class CMXBlock(nn.Module):
     """FRM followed by FFM (CMX, Zhang et al. 2023), as the paper applies at its fusion step."""
 
     def __init__(self, channels: int, reduction: int = 1, num_heads: int = 8):
@@ -185,18 +194,13 @@ class CMXFusion(nn.Module):
 
 
 class LevelFusion(nn.Module):
-    """Fusion of one pyramid level: a (language-guided) weighted average, CMX, or their sum."""
+    """Fusion of one pyramid level: a (language-guided) weighted average, a CMX block, or their sum."""
 
-    def __init__(
-        self, channels: int, *, mode: str, text_dim: int | None, cmx_reduction: int, cmx_num_heads: int
-    ):
+    def __init__(self, channels: int, *, average: bool, text_dim: int | None, cmx: bool,
+                 cmx_reduction: int = 1, cmx_num_heads: int = 8):
         super().__init__()
-        self.average = None
-        self.cmx = None
-        if mode in ("average", "language", "paper"):
-            self.average = ModalityWeighting(channels, text_dim=text_dim)
-        if mode in ("cmx", "paper"):
-            self.cmx = CMXFusion(channels, reduction=cmx_reduction, num_heads=cmx_num_heads)
+        self.average = ModalityWeighting(channels, text_dim=text_dim) if average else None
+        self.cmx = CMXBlock(channels, reduction=cmx_reduction, num_heads=cmx_num_heads) if cmx else None
 
     def forward(self, rgb: torch.Tensor, thermal: torch.Tensor, text_embeddings: torch.Tensor | None = None):
         out = None
@@ -208,107 +212,186 @@ class LevelFusion(nn.Module):
         return out
 
 
-class SARTMFusion(nn.Module):
-    """Fuses the modality-major backbone pyramid into one pyramid with the same channels and strides."""
+def _fill_absent(rows: torch.Tensor, present: torch.Tensor, absent: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w): each sample's row of ``rows`` where ``present``, else the ``absent`` embedding.
+
+    ``rows`` holds the present samples only, in batch order (``present.sum()`` rows); no loop.
+    """
+    b = present.shape[0]
+    filler = absent.to(rows.dtype).view(1, -1, 1, 1).expand(b, -1, *rows.shape[-2:])
+    if rows.shape[0] == 0:
+        return filler.contiguous()  # a tensor of its own, not a view of the parameter
+    index = (present.long().cumsum(0) - 1).clamp(min=0)
+    return torch.where(present.view(b, 1, 1, 1), rows[index], filler)
+
+
+class RGBTFusion(nn.Module):
+    """Base class of the fusions: merges the two pyramids into one with the same channels and strides.
+
+    A subclass sets ``name`` (its MODEL.SARTM.FUSION value), builds one module per level in
+    ``self.levels`` (called as ``levels[name](rgb, thermal, text_embeddings)`` on (B, C, h, w)
+    tensors) and, when it needs the class text embeddings, overrides :meth:`uses_text`.
+
+    Each level also has a learned embedding per modality (``absent``, zeros at first) that stands
+    in for a stream the backbone did not compute: the fused model then runs on one modality.
+    """
+
+    name: str = ""
+
+    @classmethod
+    def uses_text(cls, cfg) -> bool:
+        """Whether this fusion, configured by ``cfg``, needs the class text embeddings."""
+        return False
 
     @configurable
-    def __init__(
-        self,
-        *,
-        input_shape: dict[str, ShapeSpec],
-        mode: str,
-        text_dim: int | None = None,
-        cmx_reduction: int = 1,
-        cmx_num_heads: int = 8,
-    ):
+    def __init__(self, *, input_shape: dict[str, ShapeSpec], text_dim: int | None = None):
         """
         Args:
             input_shape: ShapeSpec of each level ("sfm", "ifp", "ffp") of the backbone output.
-            mode: one of ``FUSION_MODES``.
-            text_dim: dimension Dt of the text embeddings when the language term is used; None
-                disables it (mode "paper" then fuses by weighted average + CMX).
-            cmx_reduction: channel reduction of the FRM MLPs and the FFM channel embedding.
-            cmx_num_heads: FFM heads (reduced to a divisor of each level's channels).
+            text_dim: width Dt of the class text embeddings when the fusion uses them, else None.
         """
         super().__init__()
-        if mode not in FUSION_MODES:
-            raise ValueError(f"MODEL.SARTM.FUSION must be one of {FUSION_MODES}, got {mode!r}.")
-        if mode == "language" and text_dim is None:
-            raise ValueError(
-                'MODEL.SARTM.FUSION "language" needs class text embeddings, but none were provided. '
-                "The model loads them from the text teacher (MODEL.SARTM.DISTILL.TEACHER) whenever the "
-                "fusion or MODEL.SARTM.DISTILL.ENABLED needs them; pass text_dim when building the fusion "
-                'directly, or choose MODEL.SARTM.FUSION "average"/"cmx".'
-            )
         missing = [name for name in LEVELS if name not in input_shape]
         if missing:
             raise ValueError(
                 f"Fusion expects backbone levels {LEVELS}; missing {missing} in {sorted(input_shape)}."
             )
-        self.mode = mode
-        self.text_dim = text_dim if mode in ("language", "paper") else None
         self._input_shape = {k: input_shape[k] for k in LEVELS}
-        self.levels = nn.ModuleDict(
-            {
-                name: LevelFusion(
-                    spec.channels,
-                    mode=mode,
-                    text_dim=self.text_dim,
-                    cmx_reduction=cmx_reduction,
-                    cmx_num_heads=cmx_num_heads,
-                )
-                for name, spec in self._input_shape.items()
-            }
+        self.text_dim = text_dim
+        self.absent = nn.ParameterDict(
+            {name: nn.Parameter(torch.zeros(2, spec.channels)) for name, spec in self._input_shape.items()}
         )
+        self.levels = nn.ModuleDict()
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], text_dim: int | None = None):
-        mode = cfg.MODEL.SARTM.FUSION
-        if fusion_requires_text(mode, cfg.MODEL.SARTM.DISTILL.ENABLED) and text_dim is None:
+        if cls.uses_text(cfg) and text_dim is None:
             raise ValueError(
-                f'MODEL.SARTM.FUSION "{mode}" with MODEL.SARTM.DISTILL.ENABLED '
-                f"{cfg.MODEL.SARTM.DISTILL.ENABLED} needs class text embeddings, but none were provided "
-                "(text_dim is None). Build the fusion through the SARTM model, which loads them from "
-                'MODEL.SARTM.DISTILL.TEACHER, or use MODEL.SARTM.FUSION "average"/"cmx".'
+                f'MODEL.SARTM.FUSION "{cfg.MODEL.SARTM.FUSION}" uses the class text embeddings, but their '
+                "width is unknown (text_dim is None). Build the fusion through the SARTM model, which takes "
+                "it from MODEL.SARTM.DISTILL.TEACHER."
             )
-        return {
-            "input_shape": input_shape,
-            "mode": mode,
-            "text_dim": text_dim if fusion_requires_text(mode, cfg.MODEL.SARTM.DISTILL.ENABLED) else None,
-            "cmx_reduction": cfg.MODEL.SARTM.CMX_REDUCTION,
-            "cmx_num_heads": cfg.MODEL.SARTM.CMX_NUM_HEADS,
-        }
+        return {"input_shape": input_shape, "text_dim": text_dim if cls.uses_text(cfg) else None}
 
     @property
     def requires_text(self) -> bool:
-        """True when forward needs ``text_embeddings`` (language term active)."""
+        """True when forward needs ``text_embeddings``."""
         return self.text_dim is not None
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return dict(self._input_shape)
 
     def forward(
-        self, features: dict[str, torch.Tensor], text_embeddings: torch.Tensor | None = None
+        self,
+        features: dict[str, torch.Tensor],
+        text_embeddings: torch.Tensor | None = None,
+        present: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
-            features: per level a (2B, C, h, w) tensor, RGB rows first, then thermal.
+            features: per level the backbone output, modality-major: the RGB rows, then the thermal rows.
+                Without ``present`` that is 2B rows (B of each); with it, only the present streams.
             text_embeddings: (K, Dt) class text embeddings; required iff ``requires_text``.
+            present: optional (B, 2) bool, whether sample b has RGB (column 0) and thermal (column 1).
         Returns:
             per level the fused (B, C, h, w) tensor.
         """
         if self.requires_text and text_embeddings is None:
-            raise ValueError(
-                f'MODEL.SARTM.FUSION "{self.mode}" uses language guidance and needs text embeddings '
-                "in forward."
-            )
+            raise ValueError(f'MODEL.SARTM.FUSION "{self.name}" uses the text embeddings: none given.')
+        if present is None and self.training:
+            # All present: the absent embeddings still enter the graph (with zero gradient), so that
+            # DDP finds every parameter used in every step.
+            b = features[LEVELS[0]].shape[0] // 2
+            present = torch.ones(b, 2, dtype=torch.bool, device=features[LEVELS[0]].device)
         out = {}
         for name, fuse in self.levels.items():
-            rgb, thermal = features[name].chunk(2, dim=0)
+            x = features[name]
+            if present is None:
+                rgb, thermal = x.chunk(2, dim=0)
+            else:
+                n_rgb = int(present[:, 0].sum())
+                rgb = _fill_absent(x[:n_rgb], present[:, 0], self.absent[name][0])
+                thermal = _fill_absent(x[n_rgb:], present[:, 1], self.absent[name][1])
             out[name] = fuse(rgb, thermal, text_embeddings)
         return out
 
 
-def build_fusion(cfg, input_shape: dict[str, ShapeSpec], text_dim: int | None = None) -> SARTMFusion:
-    """Build the fusion of ``MODEL.SARTM.FUSION``; ``text_dim`` is Dt of the class text embeddings."""
-    return SARTMFusion(cfg, input_shape, text_dim=text_dim)
+class _LevelwiseFusion(RGBTFusion):
+    """A fusion made of one :class:`LevelFusion` per level; subclasses choose its parts."""
+
+    average = False
+    cmx = False
+
+    @configurable
+    def __init__(self, *, input_shape, text_dim=None, cmx_reduction: int = 1, cmx_num_heads: int = 8):
+        """
+        Args:
+            input_shape, text_dim: see :class:`RGBTFusion`.
+            cmx_reduction: channel reduction of the FRM MLPs and the FFM channel embedding.
+            cmx_num_heads: FFM heads (reduced to a divisor of each level's channels).
+        """
+        super().__init__(input_shape=input_shape, text_dim=text_dim)
+        self.levels = nn.ModuleDict({
+            name: LevelFusion(spec.channels, average=self.average, text_dim=self.text_dim, cmx=self.cmx,
+                              cmx_reduction=cmx_reduction, cmx_num_heads=cmx_num_heads)
+            for name, spec in self._input_shape.items()
+        })
+
+    @classmethod
+    def from_config(cls, cfg, input_shape, text_dim=None):
+        return {
+            **super().from_config(cfg, input_shape, text_dim),
+            "cmx_reduction": cfg.MODEL.SARTM.CMX_REDUCTION,
+            "cmx_num_heads": cfg.MODEL.SARTM.CMX_NUM_HEADS,
+        }
+
+
+@FUSION_REGISTRY.register()
+class AverageFusion(_LevelwiseFusion):
+    """Learned weighted average of the two streams (``"average"``)."""
+
+    name = "average"
+    average = True
+
+
+@FUSION_REGISTRY.register()
+class LanguageFusion(_LevelwiseFusion):
+    """Weighted average with per-pixel weights from the class text embeddings (``"language"``)."""
+
+    name = "language"
+    average = True
+
+    @classmethod
+    def uses_text(cls, cfg) -> bool:
+        return True
+
+
+@FUSION_REGISTRY.register()
+class CMXFusion(_LevelwiseFusion):
+    """CMX's FRM + FFM at every level (``"cmx"``)."""
+
+    name = "cmx"
+    cmx = True
+
+
+@FUSION_REGISTRY.register()
+class PaperFusion(_LevelwiseFusion):
+    """The paper's fusion step: (language-guided) weighted average + CMX, summed (``"paper"``)."""
+
+    name = "paper"
+    average = True
+    cmx = True
+
+    @classmethod
+    def uses_text(cls, cfg) -> bool:
+        return bool(cfg.MODEL.SARTM.FUSION_LANGUAGE)
+
+
+def fusion_class(cfg) -> type[RGBTFusion]:
+    """The registered fusion class named by MODEL.SARTM.FUSION (error lists the registered names)."""
+    return lookup(FUSION_REGISTRY, cfg.MODEL.SARTM.FUSION, "MODEL.SARTM.FUSION")
+
+
+def build_fusion(cfg, input_shape: dict[str, ShapeSpec], text_dim: int | None = None) -> RGBTFusion:
+    """Build MODEL.SARTM.FUSION; ``text_dim`` is Dt of the class text embeddings (when it uses them)."""
+    return fusion_class(cfg)(cfg, input_shape, text_dim=text_dim)

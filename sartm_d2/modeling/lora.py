@@ -11,6 +11,10 @@ batched matmul, without loops over samples.
 Hiera's qkv is ``nn.Linear(dim, 3 * dim_out)``; at the three stage-transition blocks
 ``dim_out = 2 * dim``, so q is ``out[..., :dim_out]`` and v is ``out[..., 2 * dim_out:]`` (never
 ``3 * in``).
+
+A batch may also hold unequal numbers of images per modality (a missing camera, modality dropout):
+the backbone then sets ``ModalityLayout.counts`` (images per modality, in stacking order) and each
+layer splits its rows in those proportions; a modality with no image costs nothing.
 """
 
 from __future__ import annotations
@@ -27,12 +31,24 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LoRAQKVLinear",
+    "ModalityLayout",
     "inject_lora",
     "lora_parameters",
     "mark_only_lora_as_trainable",
     "merge_lora",
     "unmerge_lora",
 ]
+
+
+class ModalityLayout:
+    """Images per modality in the current batch, shared by one backbone's LoRA layers.
+
+    ``counts`` None means equal halves (the usual RGB-T batch). Not a module or buffer: it is state
+    of one forward call, set by the backbone around its trunk.
+    """
+
+    def __init__(self):
+        self.counts: tuple[int, ...] | None = None
 
 
 class LoRAQKVLinear(nn.Linear):
@@ -62,6 +78,7 @@ class LoRAQKVLinear(nn.Linear):
         alpha: float = 16.0,
         dropout: float = 0.0,
         num_modalities: int = 2,
+        layout: ModalityLayout | None = None,
         device=None,
         dtype=None,
     ):
@@ -72,6 +89,7 @@ class LoRAQKVLinear(nn.Linear):
             alpha: LoRA scaling numerator; the delta is multiplied by ``alpha / rank``.
             dropout: dropout probability on the LoRA input (training only).
             num_modalities: M, the number of modality groups the batch is split into.
+            layout: the images per modality of the current batch (None: always equal groups).
         """
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         if out_features % 3 != 0:
@@ -87,6 +105,7 @@ class LoRAQKVLinear(nn.Linear):
         self.alpha = float(alpha)
         self.scaling = self.alpha / rank if rank > 0 else 0.0
         self.num_modalities = num_modalities
+        self.layout = layout
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         if rank > 0:
             factory = {"device": device, "dtype": dtype}
@@ -179,15 +198,39 @@ class LoRAQKVLinear(nn.Linear):
         """Drop the merged weights; the forward is again the frozen linear plus the LoRA path (exactly)."""
         self.merged_weight = None
 
+    def _row_counts(self, x: torch.Tensor) -> list[int] | None:
+        """Rows of ``x`` per modality when the batch is not split into equal groups, else None."""
+        counts = self.layout.counts if self.layout is not None else None
+        if counts is None or len(set(counts)) == 1:
+            return None
+        images = sum(counts)
+        if x.shape[0] % images != 0:
+            raise ValueError(
+                f"LoRAQKVLinear: {x.shape[0]} rows do not split into {images} images {tuple(counts)}."
+            )
+        per_image = x.shape[0] // images
+        return [c * per_image for c in counts]
+
+    def _delta(self, x: torch.Tensor, m: int) -> torch.Tensor:
+        """LoRA deltas of q and v for rows of modality ``m``: (..., 2, dim_out)."""
+        r = self.rank
+        h = F.linear(x, self.lora_A[m].reshape(2 * r, self.in_features)) * self.scaling
+        return torch.einsum("...jr,jdr->...jd", h.unflatten(-1, (2, r)), self.lora_B[m])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self._row_counts(x)
         if self.merged:
             if self.training:
                 raise RuntimeError(
                     "LoRAQKVLinear is merged (inference only: LoRA gets no gradient). Call unmerge() "
                     "(or the backbone's unmerge_lora()) before training."
                 )
-            xm = self._split_modalities(x)
             weight = self.merged_weight
+            if rows is not None:
+                # One matmul per modality present; an absent modality costs nothing.
+                parts = [F.linear(xm, weight[m], self.bias) for m, xm in enumerate(x.split(rows)) if len(xm)]
+                return torch.cat(parts) if len(parts) > 1 else parts[0]
+            xm = self._split_modalities(x)
             # baddbmm keeps autocast's output dtype (bf16) including the bias, like F.linear.
             if self.bias is not None:
                 out = torch.baddbmm(self.bias, xm, weight.transpose(1, 2))
@@ -199,7 +242,16 @@ class LoRAQKVLinear(nn.Linear):
         if self.rank == 0:
             return out
         m, r, d = self.num_modalities, self.rank, self.dim_out
-        xm = self._split_modalities(self.lora_dropout(x))  # (M, N, in)
+        x = self.lora_dropout(x)
+        if rows is not None:
+            # Unequal groups: each modality's rows with its own matrices (every modality enters the
+            # graph, an empty one with zero rows, so that DDP sees all parameters used).
+            delta = torch.cat([self._delta(xm, i) for i, xm in enumerate(x.split(rows))])
+            out_v = out.view(*out.shape[:-1], 3, d)
+            out_v[..., 0, :].add_(delta[..., 0, :].to(out.dtype))
+            out_v[..., 2, :].add_(delta[..., 1, :].to(out.dtype))
+            return out
+        xm = self._split_modalities(x)  # (M, N, in)
         # One fused low-rank product for q and v: (M, N, in) @ (M, in, 2r) -> (M, N, 2r).
         h = torch.bmm(xm, self.lora_A.reshape(m, 2 * r, self.in_features).transpose(1, 2)) * self.scaling
         # (M, N, 2, r) -> (M, 2, N, r) @ (M, 2, r, dim_out) -> (M, 2, N, dim_out)
@@ -211,11 +263,13 @@ class LoRAQKVLinear(nn.Linear):
 
 
 def inject_lora(
-    module: nn.Module, rank: int, alpha: float, dropout: float = 0.0, num_modalities: int = 2
+    module: nn.Module, rank: int, alpha: float, dropout: float = 0.0, num_modalities: int = 2,
+    layout: ModalityLayout | None = None,
 ) -> int:
     """Replace the fused ``attn.qkv`` of every Hiera block under ``module`` by a ``LoRAQKVLinear``.
 
-    Returns the number of layers replaced (0 when ``rank == 0``: the plain frozen linears stay).
+    Returns the number of layers replaced (0 when ``rank == 0``: the plain frozen linears stay, the
+    same for every modality). ``layout``: the images per modality of the current batch, shared.
     """
     if rank == 0:
         return 0
@@ -226,7 +280,7 @@ def inject_lora(
     ]
     for attn in targets:
         attn.qkv = LoRAQKVLinear.from_linear(
-            attn.qkv, rank=rank, alpha=alpha, dropout=dropout, num_modalities=num_modalities
+            attn.qkv, rank=rank, alpha=alpha, dropout=dropout, num_modalities=num_modalities, layout=layout
         )
     logger.debug("Injected LoRA (rank %d) into %d qkv layers.", rank, len(targets))
     return len(targets)

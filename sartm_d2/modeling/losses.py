@@ -121,11 +121,10 @@ def language_distillation_loss(
     4. Loss: mean over present classes i of ``KL(softmax(S_t[i]/tau) || softmax(S_p[i]/tau))``,
        with both softmaxes restricted to the present classes; the text relation is the target.
 
-    Compared with the official release: the temperature ``tau`` is configurable (it used 1, which
-    makes softmax over cosines in [-1, 1] almost uniform, so the loss carries little signal); absent
-    classes are excluded from rows and columns (it averaged over all C x C entries, with zero
-    prototypes for absent classes); and each prototype is the plain mean of its pixels' feature
-    vectors (it divided by the pixel count twice and mixed pixels with channels).
+    Why so: at ``tau`` 1 a softmax over cosines in [-1, 1] is almost uniform and the loss carries
+    little signal, hence a configurable, smaller temperature; a class absent from the batch has no
+    prototype, so it is left out of rows and columns instead of entering as a zero vector. (The
+    official release's version of this loss: README, "How this differs from the official release".)
 
     Fewer than two present classes carry no relation: the result is then an exact 0 that is still
     connected to ``features`` (so DDP and autograd see the usual graph).

@@ -15,13 +15,15 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from ..data import get_classes
-from .fusion import build_fusion, fusion_requires_text
+from .fusion import build_fusion, fusion_class
 from .heads import build_aux_head
 from .losses import LOSS_TYPES, language_distillation_loss, semantic_loss
-from .sam2_checkpoint import load_sam2_checkpoint
-from .text_teacher import text_embeddings_from_config
+from .text_teacher import build_text_teacher
 
-__all__ = ["SARTM"]
+__all__ = ["MODALITY_SETS", "SARTM"]
+
+# The "modalities" an input dict may name (default "rgbt"): (RGB present, thermal present).
+MODALITY_SETS = {"rgbt": (True, True), "rgb": (True, False), "thermal": (False, True)}
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +53,10 @@ class SARTM(nn.Module):
     size); the distillation aligns the class-relation structure of the fused stride-16 features
     with that of the class-name text embeddings.
 
-    Ablation switches (paper Tables): ``distill_enabled=False`` ("without language": no
-    distillation loss, and fusion "paper" then has no language term), ``aux_head=None`` ("without
-    aux head"), the LoRA rank and the fusion / aux-head types (set when building the parts).
+    Ablation switches (paper Tables): ``distill_enabled=False`` (no distillation loss; with the
+    fusion's language term off too, MODEL.SARTM.FUSION_LANGUAGE, this is "without language"),
+    ``aux_head=None`` ("without aux head"), the LoRA rank and the fusion / aux-head types (set
+    when building the parts).
     """
 
     @configurable
@@ -65,7 +68,8 @@ class SARTM(nn.Module):
         sem_seg_head: nn.Module,
         aux_head: nn.Module | None,
         class_names: list[str],
-        text_embeddings: torch.Tensor | None,
+        text_dim: int | None = None,
+        text_embeddings: torch.Tensor | None = None,
         pixel_mean: tuple[float, ...],
         pixel_std: tuple[float, ...],
         size_divisibility: int = 32,
@@ -80,7 +84,6 @@ class SARTM(nn.Module):
         distill_weight: float = 1.0,
         aux_average_at_inference: bool = False,
         inference_dtype: str = "float32",
-        sam2_checkpoint: str = "",
     ):
         """
         Args:
@@ -90,8 +93,10 @@ class SARTM(nn.Module):
             sem_seg_head: main head, fused pyramid -> (B, K, H/4, W/4) logits.
             aux_head: auxiliary head with the same contract, or None.
             class_names: the K class names (label order).
-            text_embeddings: (K, Dt) class-name embeddings, or None when neither the distillation nor
-                the fusion uses them. Kept as a persistent buffer so MODEL.WEIGHTS carries them.
+            text_dim: Dt, the width of the class-name embeddings, when the distillation or the fusion
+                uses them (None otherwise). They live in a persistent (K, Dt) buffer, so MODEL.WEIGHTS
+                carries them; it is filled by ``set_text_embeddings`` or by loading a state dict.
+            text_embeddings: optional initial (K, Dt) embeddings (sets ``text_dim``).
             pixel_mean, pixel_std: 4 values each (R, G, B, T), for inputs in the 0..255 range.
             size_divisibility: images (and labels) are padded to a multiple of it.
             ignore_value: label of unlabelled pixels (padding gets it too).
@@ -101,7 +106,9 @@ class SARTM(nn.Module):
             aux_average_at_inference: predict with log(mean(softmax(main), softmax(aux))).
             inference_dtype: autocast dtype in eval mode ("float32" = none, "bfloat16", "float16");
                 logits are returned in fp32 either way.
-            sam2_checkpoint: official SAM2 checkpoint loaded into the built model ("" = random).
+
+        Construction reads no file: pretrained SAM2 weights and the text embeddings are loaded at
+        training start (``sartm_d2.modeling.load_pretrained``) or come with MODEL.WEIGHTS.
         """
         super().__init__()
         self.backbone = backbone
@@ -122,17 +129,20 @@ class SARTM(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
         needs_text = distill_enabled or getattr(fusion, "requires_text", False)
-        if needs_text and text_embeddings is None:
+        if text_embeddings is not None:
+            text_dim = text_embeddings.shape[-1]
+        if needs_text and text_dim is None:
             raise ValueError(
                 "SARTM needs class text embeddings (MODEL.SARTM.DISTILL.ENABLED is on or MODEL.SARTM.FUSION "
-                "uses language guidance), but none were given."
+                "uses language guidance), but no text_dim was given."
             )
-        if text_embeddings is not None:
-            if text_embeddings.dim() != 2 or text_embeddings.shape[0] != num_classes:
-                raise ValueError(
-                    f"Text embeddings must be (K={num_classes}, Dt), got {tuple(text_embeddings.shape)}."
-                )
-            self.register_buffer("text_embeddings", text_embeddings.detach().float().clone(), persistent=True)
+        self._text_ready = False
+        if needs_text:
+            self.register_buffer("text_embeddings", torch.zeros(num_classes, int(text_dim)), persistent=True)
+            if text_embeddings is not None:
+                self.set_text_embeddings(text_embeddings)
+            # A loaded state dict fills the buffer: the embeddings then come from the checkpoint.
+            self.register_load_state_dict_post_hook(SARTM._after_load_state_dict)
         else:
             self.register_buffer("text_embeddings", None)
         if loss_type not in LOSS_TYPES:
@@ -164,13 +174,6 @@ class SARTM(nn.Module):
         self.inference_dtype = _INFERENCE_DTYPES[inference_dtype]
         self.inference_only = False  # set by prepare_for_inference()
 
-        if sam2_checkpoint:
-            load_sam2_checkpoint(self, sam2_checkpoint)
-        else:
-            logger.warning(
-                "MODEL.SAM2.CHECKPOINT is empty: the SAM2 trunk, neck and mask decoder keep RANDOM weights "
-                "(fine for tests; for real training set it to an official sam2(.1)_hiera_*.pt file)."
-            )
         for name in ("backbone", "fusion", "sem_seg_head", "aux_head"):
             total, trainable = _count(getattr(self, name))
             if getattr(self, name) is not None:
@@ -196,16 +199,12 @@ class SARTM(nn.Module):
                 f"{cfg.DATASETS.BACKGROUND_AS_IGNORE}: {class_names}. Set NUM_CLASSES to {len(class_names)}."
             )
         distill = cfg.MODEL.SARTM.DISTILL
-        text_embeddings = None
-        if distill.ENABLED or fusion_requires_text(cfg.MODEL.SARTM.FUSION, distill.ENABLED):
-            text_embeddings = text_embeddings_from_config(cfg, class_names)
+        text_dim = None
+        if distill.ENABLED or fusion_class(cfg).uses_text(cfg):
+            text_dim = build_text_teacher(cfg).embedding_dim  # the width only: no encoder is loaded
 
         backbone = build_backbone(cfg, ShapeSpec(channels=3))
-        fusion = build_fusion(
-            cfg,
-            backbone.output_shape(),
-            text_dim=None if text_embeddings is None else text_embeddings.shape[1],
-        )
+        fusion = build_fusion(cfg, backbone.output_shape(), text_dim=text_dim)
         head_cfg = cfg.MODEL.SEM_SEG_HEAD
         return {
             "backbone": backbone,
@@ -213,7 +212,7 @@ class SARTM(nn.Module):
             "sem_seg_head": build_sem_seg_head(cfg, fusion.output_shape()),
             "aux_head": build_aux_head(cfg, fusion.output_shape()),
             "class_names": class_names,
-            "text_embeddings": text_embeddings,
+            "text_dim": text_dim,
             "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
@@ -228,12 +227,38 @@ class SARTM(nn.Module):
             "distill_weight": distill.LOSS_WEIGHT,
             "aux_average_at_inference": cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE,
             "inference_dtype": cfg.MODEL.SARTM.INFERENCE_DTYPE,
-            "sam2_checkpoint": cfg.MODEL.SAM2.CHECKPOINT,
         }
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    @torch.no_grad()
+    def set_text_embeddings(self, embeddings: torch.Tensor) -> None:
+        """Fill the (K, Dt) class-name embedding buffer (from the text teacher or its cache)."""
+        if self.text_embeddings is None:
+            raise ValueError("This SARTM model uses no text embeddings (no distillation, no language term).")
+        expected = tuple(self.text_embeddings.shape)
+        if tuple(embeddings.shape) != expected:
+            raise ValueError(
+                f"Text embeddings of shape {tuple(embeddings.shape)} do not fit the model's {expected} "
+                "(K classes x Dt of MODEL.SARTM.DISTILL.TEACHER)."
+            )
+        self.text_embeddings.copy_(embeddings.to(self.text_embeddings))
+        self._text_ready = True
+
+    @staticmethod
+    def _after_load_state_dict(module: SARTM, incompatible) -> None:
+        if not any(k.split(".")[-1] == "text_embeddings" for k in incompatible.missing_keys):
+            module._text_ready = True
+
+    def class_dependent_keys(self) -> tuple[str, ...]:
+        """State-dict key prefixes whose shapes depend on the class count (fresh when fine-tuning)."""
+        prefixes = ["text_embeddings"]
+        for name in ("sem_seg_head", "aux_head"):
+            head = getattr(self, name)
+            prefixes += [f"{name}.{p}" for p in getattr(head, "class_dependent_prefixes", ())]
+        return tuple(prefixes)
 
     def merge_lora(self) -> int:
         """Merge the LoRA deltas into the backbone weights (explicit, for inference only)."""
@@ -255,8 +280,8 @@ class SARTM(nn.Module):
         Merges LoRA into per-modality weights and, when ``inference_dtype`` is bf16/fp16, stores the
         weight and bias of every linear and convolution layer in that dtype. Autocast casts exactly
         those tensors on every call, rounding them the same way, so the logits are bit-identical to the
-        autocast-only path, while each forward skips one cast kernel per tensor (Hiera-B+, bf16,
-        480x640: 834 instead of 1498 computing aten ops with the merge; benchmarks/RESULTS.md).
+        autocast-only path, while each forward skips one cast kernel per tensor (op counts in
+        benchmarks/RESULTS.md).
         Irreversible: training or ``unmerge_lora`` afterwards raise; build a new model.
         """
         self.eval()
@@ -290,7 +315,9 @@ class SARTM(nn.Module):
         """
         Args:
             batched_inputs: mapper dicts with "image" (4, H, W) float 0..255, "sem_seg" (H, W) int64
-                (training), "height"/"width" (inference output size, default: the image size).
+                (training), "height"/"width" (inference output size, default: the image size), and
+                optionally "modalities": "rgbt" (default), "rgb" or "thermal" (the other stream is
+                missing: it is not computed, whatever the image holds there).
         Returns:
             training: {"loss_sem_seg", "loss_aux" (with an aux head), "loss_distill" (if enabled)};
             inference: [{"sem_seg": (K, height, width) logits}] per image.
@@ -300,47 +327,85 @@ class SARTM(nn.Module):
                 "This SARTM model was prepared for inference (prepare_for_inference: LoRA merged, weights "
                 "possibly in bf16) and cannot train; build a new model (build_model + MODEL.WEIGHTS)."
             )
+        if self.text_embeddings is not None and not self._text_ready:
+            raise RuntimeError(
+                "The SARTM text-embedding buffer is empty: load MODEL.WEIGHTS (a trained checkpoint carries "
+                "the embeddings), or start training through sartm_d2.engine.Trainer (it fills them from "
+                "MODEL.SARTM.DISTILL.TEACHER), or call model.set_text_embeddings(...)."
+            )
         images = self.preprocess_image(batched_inputs)
         x = images.tensor
+        padded_size = x.shape[-2:]
+        present = self.presence(batched_inputs)
+        if not self.training:
+            logits = self.inference(x, present)
+            results = []
+            for result, input_per_image, image_size in zip(logits, batched_inputs, images.image_sizes):
+                height = input_per_image.get("height", image_size[0])
+                width = input_per_image.get("width", image_size[1])
+                results.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
+            return results
+
+        if "sem_seg" not in batched_inputs[0]:
+            raise ValueError('SARTM in training mode needs "sem_seg" in every input dict (the label map).')
+        fused, main, aux = self._predict(x, present)
+        targets = [b["sem_seg"].to(self.device, non_blocking=True) for b in batched_inputs]
+        targets = ImageList.from_tensors(targets, self.size_divisibility, pad_value=self.ignore_value).tensor
+        return self.losses(main, aux, fused["sfm"], targets.long(), padded_size)
+
+    def presence(self, batched_inputs: list[dict]) -> torch.Tensor | None:
+        """(B, 2) bool: which of RGB and thermal each input has ("modalities"), or None if all have both."""
+        names = [b.get("modalities", "rgbt") for b in batched_inputs]
+        if all(n == "rgbt" for n in names):
+            return None
+        unknown = sorted({n for n in names if n not in MODALITY_SETS})
+        if unknown:
+            raise ValueError(f'Input "modalities" {unknown} unknown; choose from {sorted(MODALITY_SETS)}.')
+        return torch.tensor([MODALITY_SETS[n] for n in names], dtype=torch.bool, device=self.device)
+
+    def _predict(self, x: torch.Tensor, present: torch.Tensor | None = None):
+        """Backbone, fusion and heads on normalised, padded (B, 4, H, W): (fused pyramid, main, aux).
+
+        With ``present`` (B, 2), the backbone runs only the streams that exist (one batched pass,
+        RGB rows then thermal rows); the fusion stands in its learned "absent" embedding for the others.
+        """
         # Training autocast is the trainer's (SOLVER.AMP); inference follows INFERENCE_DTYPE. With
         # "float32" no context is entered, so a caller's own autocast still applies.
         dtype = None if self.training else self.inference_dtype
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
         with autocast:
-            # Modality-major stack: rows 0..B-1 RGB, B..2B-1 thermal replicated to 3 channels.
-            stacked = torch.cat([x[:, :3], x[:, 3:4].expand(-1, 3, -1, -1)], dim=0)
-            features = self.backbone(stacked)
-            fused = self.fusion(features, self.text_embeddings if self.fusion.requires_text else None)
+            if present is None:
+                # Modality-major stack: rows 0..B-1 RGB, B..2B-1 thermal replicated to 3 channels.
+                stacked = torch.cat([x[:, :3], x[:, 3:4].expand(-1, 3, -1, -1)], dim=0)
+                features = self.backbone(stacked)
+            else:
+                rgb, thermal = x[present[:, 0], :3], x[present[:, 1], 3:4].expand(-1, 3, -1, -1)
+                stacked = torch.cat([rgb, thermal], dim=0)
+                features = self.backbone(stacked, counts=(rgb.shape[0], thermal.shape[0]))
+            text = self.text_embeddings if self.fusion.requires_text else None
+            fused = self.fusion(features, text, present)
             main = self.sem_seg_head(fused)
             # At inference the auxiliary head only matters when averaged with the main one.
             use_aux = self.aux_head is not None and (self.training or self.aux_average_at_inference)
             aux = self.aux_head(fused) if use_aux else None
-        padded_size = x.shape[-2:]
+        return fused, main, aux
 
-        if self.training:
-            if "sem_seg" not in batched_inputs[0]:
-                raise ValueError(
-                    'SARTM in training mode needs "sem_seg" in every input dict (the label map).'
-                )
-            targets = [b["sem_seg"].to(self.device, non_blocking=True) for b in batched_inputs]
-            targets = ImageList.from_tensors(
-                targets, self.size_divisibility, pad_value=self.ignore_value
-            ).tensor
-            targets = targets.long()
-            return self.losses(main, aux, fused["sfm"], targets, padded_size)
+    def inference(self, x: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor-only core of inference (what an export traces).
 
+        Args:
+            x: (B, 4, H, W) normalised R, G, B, T images, H and W multiples of ``size_divisibility``.
+            present: optional (B, 2) bool, which of RGB / thermal each image has (None: both).
+        Returns:
+            (B, K, H, W) float32 logits: the main head's, or log(mean of both heads' softmax).
+        """
+        _, main, aux = self._predict(x, present)
         if self.aux_average_at_inference:
             prob = 0.5 * (main.float().softmax(dim=1) + aux.float().softmax(dim=1))
             logits = torch.log(prob.clamp(min=1e-12))
         else:
             logits = main.float()
-        logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
-        results = []
-        for result, input_per_image, image_size in zip(logits, batched_inputs, images.image_sizes):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
-            results.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
-        return results
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     def losses(
         self,

@@ -2,6 +2,16 @@
 
 Built only from the ``sam2`` package's classes (``Hiera``, ``FpnNeck``, ``PositionEmbeddingSine``)
 with the hyper-parameters of SAM2's own configs, so official checkpoints load key for key.
+
+Glossary of the feature names (the paper's, §III-A), used by the backbone, the fusion and the heads:
+
+======  ==================================================  ======  ==========================
+name    paper                                               stride  channels (D = D_MODEL)
+======  ==================================================  ======  ==========================
+``sfm``  semantic feature map: the FPN's top output level    16      D
+``ifp``  intermediate-resolution feature pyramid (conv_s1)   8       D / 4
+``ffp``  fine-grained feature pyramid (conv_s0)              4       D / 8
+======  ==================================================  ======  ==========================
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from sam2.modeling.position_encoding import PositionEmbeddingSine
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..lora import inject_lora, lora_parameters, merge_lora, unmerge_lora
+from ..lora import ModalityLayout, inject_lora, lora_parameters, merge_lora, unmerge_lora
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +102,9 @@ class SAM2HieraLoRABackbone(Backbone):
 
     The input is MODALITY-MAJOR: ``x = cat([rgb, thermal], 0)`` of shape ``(M*B, 3, H, W)``; every
     output keeps that order. Both modalities share one batched pass through the frozen weights; each
-    block's qkv adds only the LoRA delta of the modality a row belongs to.
+    block's qkv adds only the LoRA delta of the modality a row belongs to. ``counts`` (images per
+    modality) allows unequal groups, e.g. ``(0, B)`` for thermal images only: a missing stream is
+    simply not computed.
 
     Outputs (D = ``d_model``), like SAM2's ``ImageEncoder(scalp=1)`` followed by ``SAM2Base``'s
     high-res projections: ``"sfm"`` (D, stride 16, the top level of the FPN), ``"ifp"`` =
@@ -134,8 +146,8 @@ class SAM2HieraLoRABackbone(Backbone):
             embed_dim, num_heads, stages, global_att_blocks, window_spec,
             window_pos_embed_bkg_spatial_size: Hiera's arguments, only (and all) with size="custom".
             activation_checkpointing: during training keep only each Hiera block's input and recompute
-                the block in the backward pass: less activation memory (Hiera-B+ at 1280x1280 on the
-                CPU: 6.1 instead of 13.6 GiB peak) for recompute time; gradients are unchanged.
+                the block in the backward pass: less activation memory for some recompute time
+                (benchmarks/RESULTS.md); gradients are unchanged.
         """
         super().__init__()
         custom = {
@@ -183,8 +195,10 @@ class SAM2HieraLoRABackbone(Backbone):
 
         for p in list(self.trunk.parameters()) + list(self.neck.parameters()):
             p.requires_grad_(False)
+        self.layout = ModalityLayout()
         self.num_lora_layers = inject_lora(
-            self.trunk, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, num_modalities=num_modalities
+            self.trunk, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, num_modalities=num_modalities,
+            layout=self.layout,
         )
         for p in lora_parameters(self.trunk):
             p.requires_grad_(True)
@@ -206,12 +220,13 @@ class SAM2HieraLoRABackbone(Backbone):
         """Undo ``merge_lora`` (required before training again)."""
         return unmerge_lora(self.trunk)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, counts: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
         """
         Args:
-            x: (M*B, 3, H, W), modality-major, H and W multiples of 32.
+            x: (N, 3, H, W), modality-major, H and W multiples of 32.
+            counts: images per modality in ``x`` (in order, summing to N); None = N/M each.
         Returns:
-            {"sfm": (M*B, D, H/16, W/16), "ifp": (M*B, D/4, H/8, W/8), "ffp": (M*B, D/8, H/4, W/4)}
+            {"sfm": (N, D, H/16, W/16), "ifp": (N, D/4, H/8, W/8), "ffp": (N, D/8, H/4, W/4)}
         """
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"SAM2HieraLoRABackbone expects (M*B, 3, H, W) images, got {tuple(x.shape)}.")
@@ -221,24 +236,39 @@ class SAM2HieraLoRABackbone(Backbone):
                 f"SAM2HieraLoRABackbone needs H and W to be multiples of 32, got {h}x{w}; pad the images "
                 "(ImageList.from_tensors(..., size_divisibility=32))."
             )
-        if n % self.num_modalities != 0:
+        if counts is not None:
+            counts = tuple(int(c) for c in counts)
+            if len(counts) != self.num_modalities or sum(counts) != n or min(counts) < 0:
+                raise ValueError(
+                    f"counts {counts} must give the images of each of the {self.num_modalities} modalities "
+                    f"and sum to the batch of {n}."
+                )
+        elif n % self.num_modalities != 0:
             raise ValueError(
                 f"Batch {n} is not divisible by num_modalities={self.num_modalities}; stack the modalities "
-                "modality-major: cat([rgb, thermal], 0)."
+                "modality-major: cat([rgb, thermal], 0), or give counts."
             )
-        levels = self._pyramid(self._trunk(x))  # strides 4, 8, 16
+        levels = self._pyramid(self._trunk(x, counts))  # strides 4, 8, 16
         return {"sfm": levels[2], "ifp": self.conv_s1(levels[1]), "ffp": self.conv_s0(levels[0])}
 
-    def _trunk(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def _with_counts(self, fn, x: torch.Tensor, counts: tuple[int, ...] | None):
+        """``fn(x)`` with the LoRA layers told the images per modality (also when re-run in backward)."""
+        previous, self.layout.counts = self.layout.counts, counts
+        try:
+            return fn(x)
+        finally:
+            self.layout.counts = previous
+
+    def _trunk(self, x: torch.Tensor, counts: tuple[int, ...] | None = None) -> list[torch.Tensor]:
         """``Hiera.forward`` (all four stage outputs), with optional per-block activation checkpointing."""
         if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
-            return self.trunk(x)
+            return self._with_counts(self.trunk, x, counts)
         trunk = self.trunk
         x = trunk.patch_embed(x)
         x = x + trunk._get_pos_embed(x.shape[1:3])
         outputs = []
         for i, blk in enumerate(trunk.blocks):
-            x = checkpoint(blk, x, use_reentrant=False)
+            x = checkpoint(self._with_counts, blk, x, counts, use_reentrant=False)
             if i in trunk.stage_ends:
                 outputs.append(x.permute(0, 3, 1, 2))
         return outputs

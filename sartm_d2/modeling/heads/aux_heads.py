@@ -1,9 +1,8 @@
 """Auxiliary segmentation heads on the fused pyramid (paper §III-D second pathway, ablation Table VIII).
 
 Each head takes the fused levels ``sfm`` (s16), ``ifp`` (s8), ``ffp`` (s4) and returns (B, K, H/4,
-W/4) logits. All layers are created in ``__init__`` (the official release built new random convs
-in every forward, so its auxiliary head never trained). Normalisation is GroupNorm, which does
-not depend on the per-GPU batch size.
+W/4) logits. All layers are created in ``__init__``, so they are trained and checkpointed.
+Normalisation is GroupNorm, which does not depend on the per-GPU batch size.
 """
 
 from __future__ import annotations
@@ -17,7 +16,11 @@ from detectron2.layers import ShapeSpec
 from detectron2.utils.registry import Registry
 from torch import nn
 
-__all__ = ["AUX_HEAD_REGISTRY", "FPNAuxHead", "DeepLabAuxHead", "SegFormerAuxHead", "build_aux_head"]
+from ..registry import lookup
+
+__all__ = [
+    "AUX_HEAD_REGISTRY", "AuxHead", "FPNAuxHead", "DeepLabAuxHead", "SegFormerAuxHead", "build_aux_head"
+]
 
 AUX_HEAD_REGISTRY = Registry("AUX_HEAD")
 AUX_HEAD_REGISTRY.__doc__ = """
@@ -45,8 +48,17 @@ def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class _AuxHeadBase(nn.Module):
-    """Shared config reading: every auxiliary head has K classes and a working width."""
+class AuxHead(nn.Module):
+    """Base class of the auxiliary heads: the fused pyramid in, (B, K, H/4, W/4) logits out.
+
+    A new head subclasses it, is registered with ``@AUX_HEAD_REGISTRY.register()`` and is chosen
+    by its class name in MODEL.SARTM.AUX_HEAD.NAME. ``from_config`` gives ``input_shape``,
+    ``num_classes`` and ``convs_dim``; parameters whose shapes follow the class count are listed
+    in ``class_dependent_prefixes`` (they restart when a checkpoint is fine-tuned to other classes).
+    """
+
+    # Parameters whose shapes follow the class count (fresh when fine-tuning to other classes).
+    class_dependent_prefixes = ("classifier.",)
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
@@ -58,7 +70,7 @@ class _AuxHeadBase(nn.Module):
 
 
 @AUX_HEAD_REGISTRY.register()
-class FPNAuxHead(_AuxHeadBase):
+class FPNAuxHead(AuxHead):
     """The paper's second pathway: SFM up + IFP, up + FFP, 3x3 conv, classifier.
 
     Each level is first projected to ``convs_dim`` by a 1x1 conv so the sums are defined (the
@@ -89,7 +101,7 @@ class FPNAuxHead(_AuxHeadBase):
 
 
 @AUX_HEAD_REGISTRY.register()
-class DeepLabAuxHead(_AuxHeadBase):
+class DeepLabAuxHead(AuxHead):
     """DeepLabV3+-style head, kept small: ASPP-lite on SFM + the low-level FFP.
 
     ASPP-lite: a 1x1 branch, two 3x3 branches with dilation 6 and 12 (at stride 16) and image
@@ -139,7 +151,7 @@ class DeepLabAuxHead(_AuxHeadBase):
 
 
 @AUX_HEAD_REGISTRY.register()
-class SegFormerAuxHead(_AuxHeadBase):
+class SegFormerAuxHead(AuxHead):
     """SegFormer's all-MLP decoder: per-level linear projection, upsample to s4, concat, fuse, classify."""
 
     @configurable
@@ -169,9 +181,4 @@ def build_aux_head(cfg, input_shape: dict[str, ShapeSpec]) -> nn.Module | None:
     name = cfg.MODEL.SARTM.AUX_HEAD.NAME
     if not name:
         return None
-    if name not in AUX_HEAD_REGISTRY:
-        raise ValueError(
-            f"MODEL.SARTM.AUX_HEAD.NAME {name!r} is not registered; choose one of "
-            f'{sorted(k for k, _ in AUX_HEAD_REGISTRY)} or "" for no auxiliary head.'
-        )
-    return AUX_HEAD_REGISTRY.get(name)(cfg, input_shape)
+    return lookup(AUX_HEAD_REGISTRY, name, "MODEL.SARTM.AUX_HEAD.NAME")(cfg, input_shape)

@@ -29,7 +29,7 @@ class SAM2MaskDecoderHead(nn.Module):
       positional encoding is computed for the ACTUAL feature size (inputs need not be square or
       1024 px) and the dense prompt is the "no mask" embedding, the sparse prompts are empty.
     - No object-score head (``pred_obj_scores=False``): SAM2's frozen score gate would overwrite
-      the logits with -1024 where it sees "no object" (a bug of the official release).
+      the logits with -1024 where it sees "no object", and the main loss would get no gradient.
     - The decoder's own ``conv_s0``/``conv_s1`` are deleted: SAM2 applies them in
       ``forward_image`` (here: the backbone owns them), so the decoder's copies would be unused
       parameters, which DDP rejects.
@@ -37,6 +37,11 @@ class SAM2MaskDecoderHead(nn.Module):
       and the hypernetwork MLP of token 0. With ``freeze_transformer`` the two-way transformer
       (loaded from SAM2) is frozen too (paper §III-A).
     """
+
+    # Parameters whose shapes follow the class count (one mask token and hypernetwork MLP per class).
+    class_dependent_prefixes = (
+        "decoder.mask_tokens.", "decoder.output_hypernetworks_mlps.", "decoder.iou_prediction_head."
+    )
 
     @configurable
     def __init__(

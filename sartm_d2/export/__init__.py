@@ -1,0 +1,57 @@
+"""Deployment: ONNX export with a parity check, and onnxruntime inference, evaluation and timing.
+
+``tools/export_model.py``, ``tools/eval_onnx.py`` and ``demo/demo.py --onnx`` are thin command lines
+over this package. onnx and onnxruntime are optional (``pip install 'sartm-d2[deploy]'``): importing
+this package needs neither; the functions that use them import them and name the install command.
+"""
+
+from .evaluation import OnnxSemSegModel, evaluate_onnx
+from .exporter import EXPORT_DTYPES, OPSET, ExportResult, build_export_module, export_onnx, update_sidecar
+from .graph import HIERA_STRIDE, ExportableSARTM, ExportGeometry, export_geometry
+from .parity import (
+    FP16_MIN_AGREEMENT,
+    FP32_MIN_AGREEMENT,
+    MAX_MIOU_DIFF,
+    ParityReport,
+    ParitySample,
+    check_parity,
+    load_parity_samples,
+    min_agreement_for,
+)
+from .runtime import (
+    DEPLOY_INSTALL_HINT,
+    InputSizeError,
+    OnnxSegmenter,
+    create_session,
+    read_sidecar,
+    sidecar_path,
+)
+
+__all__ = [
+    "DEPLOY_INSTALL_HINT",
+    "EXPORT_DTYPES",
+    "FP16_MIN_AGREEMENT",
+    "FP32_MIN_AGREEMENT",
+    "HIERA_STRIDE",
+    "MAX_MIOU_DIFF",
+    "OPSET",
+    "ExportGeometry",
+    "ExportResult",
+    "ExportableSARTM",
+    "InputSizeError",
+    "OnnxSegmenter",
+    "OnnxSemSegModel",
+    "ParityReport",
+    "ParitySample",
+    "build_export_module",
+    "check_parity",
+    "create_session",
+    "evaluate_onnx",
+    "export_geometry",
+    "export_onnx",
+    "load_parity_samples",
+    "min_agreement_for",
+    "read_sidecar",
+    "sidecar_path",
+    "update_sidecar",
+]

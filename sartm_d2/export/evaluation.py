@@ -1,0 +1,84 @@
+"""Evaluate an exported model on registered datasets exactly as ``--eval-only`` evaluates the PyTorch one.
+
+Same test loader and mapper (``Trainer.build_test_loader``), same evaluator
+(``RGBTSemSegEvaluator`` through ``Trainer.build_evaluator``), same driver (``Trainer.test``): with
+identical predictions the table and the metrics are identical. Two settings of the loader follow
+the graph instead of the config: it yields the raw image (INPUT.MIN_SIZE_TEST 0; the graph holds
+the export's resize) and reads thermal with the sidecar's INPUT.THERMAL_16BIT_NORM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+
+from ..data import get_classes
+from .runtime import OnnxSegmenter
+
+__all__ = ["OnnxSemSegModel", "evaluate_onnx"]
+
+logger = logging.getLogger(__name__)
+
+
+class OnnxSemSegModel:
+    """An ``OnnxSegmenter`` with the model's inference contract: mapper dicts -> [{"sem_seg": K x H x W}]."""
+
+    def __init__(self, segmenter: OnnxSegmenter):
+        self.segmenter = segmenter
+
+    def __call__(self, batched_inputs: list[dict]) -> list[dict]:
+        outputs = []
+        for inp in batched_inputs:
+            image = inp["image"]
+            image = image.numpy() if isinstance(image, torch.Tensor) else image
+            logits, _ = self.segmenter.predict(image, source=repr(inp.get("file_name", "an input")))
+            outputs.append({"sem_seg": torch.from_numpy(logits)})
+        return outputs
+
+
+def evaluate_onnx(
+    cfg, onnx_path: str, output_dir: str | None = None, providers: Sequence[str] | None = None
+) -> dict:
+    """Evaluate ``onnx_path`` on cfg.DATASETS.TEST; results as ``Trainer.test`` returns them.
+
+    Files go to ``output_dir/<dataset>`` (default OUTPUT_DIR/inference_onnx), not where
+    ``--eval-only`` writes, so the two can be compared.
+    """
+    from ..engine import Trainer  # the engine pulls in the trainer: import on use
+
+    segmenter = OnnxSegmenter(onnx_path, providers)
+    if not cfg.DATASETS.TEST:
+        raise ValueError("DATASETS.TEST is empty: name the datasets to evaluate on.")
+    for name in cfg.DATASETS.TEST:
+        classes, _ = get_classes(name, cfg.DATASETS.BACKGROUND_AS_IGNORE)
+        if list(classes) != segmenter.class_names:
+            raise ValueError(
+                f"{onnx_path!r} predicts {segmenter.class_names}, but {name!r} with "
+                f"DATASETS.BACKGROUND_AS_IGNORE {cfg.DATASETS.BACKGROUND_AS_IGNORE} has {list(classes)}: "
+                "evaluate with the config it was exported from."
+            )
+    loader_cfg = cfg.clone()
+    loader_cfg.defrost()
+    loader_cfg.INPUT.MIN_SIZE_TEST = 0  # the graph resizes (as exported); the loader gives the raw image
+    if cfg.INPUT.THERMAL_16BIT_NORM != segmenter.thermal_16bit_norm:
+        logger.warning(
+            "INPUT.THERMAL_16BIT_NORM is %r in the config but %r in %s's sidecar; reading thermal with the "
+            "sidecar's, which the model was exported with.", cfg.INPUT.THERMAL_16BIT_NORM,
+            segmenter.thermal_16bit_norm, onnx_path,
+        )
+        loader_cfg.INPUT.THERMAL_16BIT_NORM = segmenter.thermal_16bit_norm
+    exported = segmenter.meta.get("geometry", {}).get("min_size_test")
+    if exported is not None and exported != cfg.INPUT.MIN_SIZE_TEST:
+        logger.warning(
+            "INPUT.MIN_SIZE_TEST is %s in the config, %s in %s (the graph's resize is used).",
+            cfg.INPUT.MIN_SIZE_TEST, exported, onnx_path,
+        )
+    loader_cfg.freeze()
+    output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference_onnx")
+    evaluators = [Trainer.build_evaluator(cfg, n, os.path.join(output_dir, n)) for n in cfg.DATASETS.TEST]
+    providers = ", ".join(segmenter.session.get_providers())
+    logger.info("Evaluating %s with onnxruntime (%s)", onnx_path, providers)
+    return Trainer.test(loader_cfg, OnnxSemSegModel(segmenter), evaluators)

@@ -1,0 +1,103 @@
+"""The module that is exported: one raw RGB-T image in, logits and labels at the input's size out.
+
+Everything the PyTorch inference path does around ``SARTM.inference`` happens inside this module,
+so an exported graph cannot drift from it (samexporter #21: a resize left outside the graph made the
+ONNX output "significantly worse"): the test-time resize of ``RGBTDatasetMapper``
+(``INPUT.MIN_SIZE_TEST``), the normalisation and zero padding of ``SARTM.preprocess_image``, and the
+crop and resize back of ``sem_seg_postprocess``. Only torch is needed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from detectron2.data.transforms import ResizeShortestEdge
+from torch import nn
+
+__all__ = ["HIERA_STRIDE", "ExportGeometry", "ExportableSARTM", "export_geometry"]
+
+HIERA_STRIDE = 32  # Hiera's window tiling and FPN need H and W to be multiples of 32
+
+
+@dataclass(frozen=True)
+class ExportGeometry:
+    """The fixed sizes of one export: input, after the test-time resize, and after padding."""
+
+    height: int
+    width: int
+    resized_height: int
+    resized_width: int
+    padded_height: int
+    padded_width: int
+    min_size_test: int
+    max_size_test: int
+    size_divisibility: int
+
+    @property
+    def resizes(self) -> bool:
+        return (self.resized_height, self.resized_width) != (self.height, self.width)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def export_geometry(
+    height: int, width: int, *, min_size_test: int, max_size_test: int, size_divisibility: int
+) -> ExportGeometry:
+    """Sizes of an export at ``height`` x ``width``, the way the test loader and the model compute them.
+
+    The resize is ``ResizeShortestEdge.get_output_shape`` (what ``RGBTDatasetMapper`` applies when
+    ``INPUT.MIN_SIZE_TEST`` is not 0); padding rounds up to ``size_divisibility`` like
+    ``ImageList.from_tensors``. Raises a ValueError naming the config key when the padded size is not
+    a multiple of 32, which Hiera cannot run.
+    """
+    if int(height) < 1 or int(width) < 1:
+        raise ValueError(f"The export size must be positive, got {height}x{width} (HxW).")
+    height, width = int(height), int(width)
+    if min_size_test > 0:
+        rh, rw = ResizeShortestEdge.get_output_shape(height, width, min_size_test, max_size_test)
+    else:
+        rh, rw = height, width
+    d = int(size_divisibility)
+    ph, pw = ((rh + d - 1) // d * d, (rw + d - 1) // d * d) if d > 1 else (rh, rw)
+    if ph % HIERA_STRIDE or pw % HIERA_STRIDE:
+        resized = f" (resized by INPUT.MIN_SIZE_TEST {min_size_test} to {rh}x{rw})" if (rh, rw) != (
+            height, width) else ""
+        raise ValueError(
+            f"Input {height}x{width}{resized} is padded to {ph}x{pw} with INPUT.SIZE_DIVISIBILITY = {d}, "
+            "which "
+            f"is not a multiple of {HIERA_STRIDE}: Hiera cannot run it. Set INPUT.SIZE_DIVISIBILITY 32 (or a "
+            "multiple of 32)."
+        )
+    return ExportGeometry(height, width, rh, rw, ph, pw, int(min_size_test), int(max_size_test), d)
+
+
+class ExportableSARTM(nn.Module):
+    """Raw (1, 4, H, W) R, G, B, T in 0..255 -> (logits (1, K, H, W) fp32, labels (1, H, W) int64).
+
+    Wraps a model prepared for inference (``build_inference_model``: LoRA merged, auxiliary head
+    only when averaged). The normalisation constants are copies, so the model stays untouched.
+    """
+
+    def __init__(self, model: nn.Module, geometry: ExportGeometry):
+        super().__init__()
+        self.model = model
+        self.geometry = geometry
+        self.register_buffer("pixel_mean", model.pixel_mean.detach().clone().view(1, -1, 1, 1), False)
+        self.register_buffer("pixel_std", model.pixel_std.detach().clone().view(1, -1, 1, 1), False)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.geometry
+        x = image
+        if g.resizes:  # RGBTDatasetMapper: float bilinear resize of RGB and thermal (detectron2 -> torch)
+            size = (g.resized_height, g.resized_width)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        x = (x - self.pixel_mean) / self.pixel_std
+        # Zeros after normalisation, on the bottom and right (ImageList.from_tensors).
+        x = F.pad(x, (0, g.padded_width - g.resized_width, 0, g.padded_height - g.resized_height))
+        logits = self.model.inference(x)[:, :, : g.resized_height, : g.resized_width]
+        if g.resizes:  # sem_seg_postprocess: back to the input's size
+            logits = F.interpolate(logits, size=(g.height, g.width), mode="bilinear", align_corners=False)
+        return logits, logits.argmax(dim=1)
