@@ -12,7 +12,26 @@ Examples::
     python demo/demo.py --config-file configs/mfnet.yaml --input "datasets/MFNet/images/*D.png" \\
         --output output/demo --opts MODEL.WEIGHTS output/mfnet/model_final.pth
 
-Writes ``<output>/<name>.png`` per input (three panels side by side, each of the input's size).
+    # streams: an RGB and a thermal video (or two frame folders, paired by sorted name)
+    python demo/demo.py --config-file configs/mfnet.yaml --video-input rgb.mp4 --thermal-video ir.mp4 \\
+        --output output/demo/out.mp4 --opts MODEL.WEIGHTS output/mfnet/model_final.pth
+    # a folder of 4-channel RGBT frames, one PNG panel per frame
+    python demo/demo.py --config-file configs/mfnet.yaml --video-input rgbt_frames/ \\
+        --output output/demo/frames --opts MODEL.WEIGHTS output/mfnet/model_final.pth
+
+    # an exported model (tools/export_model.py), run by onnxruntime; no model is built, no config read
+    # one camera (thermal failed, or an RGB-only robot): a model trained with modality dropout
+    python demo/demo.py --config-file configs/mfnet-anymodal.yaml --modality thermal --input ir/ \
+        --output output/demo --opts MODEL.WEIGHTS output/mfnet-anymodal/model_final.pth
+    python demo/demo.py --onnx output/onnx/model.onnx --input night.png --thermal night_ir.png --output vis/
+    python demo/demo.py --onnx output/onnx/model.onnx --video-input rgb.mp4 --thermal-video ir.mp4 \\
+        --output vis/out.mp4
+
+Images: writes ``<output>/<name>.png`` per input (three panels side by side, each of the input's size).
+Streams (``video.py`` reads and writes them): a video when ``--output`` ends in .mp4/.avi/.mkv, at
+the input video's frame rate (10 fps for frame folders, or ``--fps``), else one PNG per frame.
+With ``--onnx``, images must have the exported size (its sidecar ``<file>.json`` says which): the
+graph has fixed sizes, and another size is an error naming both (re-export for that size).
 """
 
 from __future__ import annotations
@@ -20,10 +39,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import cv2
-from predictor import RGBTPredictor, draw_panel, find_inputs, load_pair
+import numpy as np
+from predictor import OnnxRGBTPredictor, RGBTPredictor, draw_panel, find_inputs, load_pair
+from tqdm import tqdm
+from video import DEFAULT_FPS, PanelWriter, RGBTFrame, open_frames
 
 import sartm_d2  # noqa: F401  (compat patches + registration before detectron2)
 
@@ -31,11 +56,17 @@ import sartm_d2  # noqa: F401  (compat patches + registration before detectron2)
 from detectron2.utils.logger import setup_logger
 
 from sartm_d2 import get_sartm_cfg
+from sartm_d2.data import import_user_module
+from sartm_d2.export import InputSizeError, read_sidecar
 
 logger = logging.getLogger("sartm_d2.demo")
 
+PROGRESS_MIN_FRAMES = 20  # shorter streams finish before a progress bar helps
+
 
 def setup_cfg(args):
+    for module in args.register:
+        import_user_module(module)
     cfg = get_sartm_cfg(args.config_file, args.opts)
     cfg.freeze()
     return cfg
@@ -43,18 +74,57 @@ def setup_cfg(args):
 
 def get_parser():
     parser = argparse.ArgumentParser(description="SARTM RGB-T semantic segmentation demo")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
+    parser.add_argument("--config-file", metavar="FILE", help="path to a config file (not with --onnx)")
+    parser.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="run an exported model (tools/export_model.py) with onnxruntime instead of building one; "
+        "classes, input size and thermal normalisation come from its sidecar FILE.json",
+    )
     parser.add_argument(
         "--input",
         nargs="+",
-        required=True,
         help="RGB images (with --thermal), 4-channel RGBT PNGs, folders of pairs (rgb/ + thermal/ or "
         "Visible/ + Infrared/) or of RGBT PNGs, or a quoted glob pattern",
     )
     parser.add_argument(
         "--thermal", nargs="+", default=None, help="thermal images, one per --input image, in the same order"
     )
-    parser.add_argument("--output", required=True, help="folder for the <name>.png panels (created)")
+    parser.add_argument(
+        "--modality",
+        choices=["rgbt", "rgb", "thermal"],
+        default="rgbt",
+        help="one camera only (failed, blinded or absent): --input images are RGB (rgb) or thermal "
+        "(thermal) images alone; the other stream is not computed. Needs a model trained with modality "
+        "dropout (configs/*-anymodal.yaml); others are warned about",
+    )
+    parser.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module (dotted name or .py path) first: it registers your own dataset",
+    )
+    parser.add_argument(
+        "--video-input",
+        metavar="PATH",
+        help="an RGB video (with --thermal-video), a folder of RGB frames (with --thermal-video), a folder "
+        "of 4-channel RGBT frames, or a 4-channel (BGRA) video",
+    )
+    parser.add_argument(
+        "--thermal-video",
+        metavar="PATH",
+        help="the thermal video (or folder of thermal frames) of --video-input",
+    )
+    parser.add_argument(
+        "--fps", type=float, default=None, help="frame rate of an output video (default: the input's; 10)"
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="folder for the <name>.png panels (created); with --video-input, a .mp4/.avi/.mkv file "
+        "or a folder for one PNG per frame",
+    )
     parser.add_argument(
         "--opts",
         default=[],
@@ -64,18 +134,117 @@ def get_parser():
     return parser
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.onnx and (args.config_file or args.opts):
+        parser.error(
+            "--onnx takes everything from the exported file and its sidecar (FILE.json): drop --config-file "
+            "and --opts (the export's config is recorded in the sidecar)."
+        )
+    if not args.onnx and not args.config_file:
+        parser.error("give --config-file (a PyTorch model, MODEL.WEIGHTS) or --onnx FILE (an exported one).")
+    if args.video_input and args.input:
+        parser.error("--video-input and --input exclude each other: give images or a stream, not both.")
+    if args.thermal_video and not args.video_input:
+        parser.error("--thermal-video needs --video-input (the RGB video or frame folder it belongs to).")
+    if args.video_input and args.thermal:
+        parser.error("--thermal belongs to --input images; with --video-input use --thermal-video.")
+    if args.modality != "rgbt" and (args.video_input or args.onnx):
+        parser.error("--modality rgb|thermal takes --input images and the PyTorch model (not --onnx, video).")
+    if not args.video_input and not args.input:
+        parser.error("give --input (images) or --video-input (a video or a folder of frames).")
+    if args.fps is not None and not args.video_input:
+        parser.error("--fps sets the frame rate of a --video-input stream's output video.")
+    if args.fps is not None and not args.fps > 0:
+        parser.error(f"--fps must be positive, got {args.fps}.")
+    return args
+
+
+def run_video(
+    frames: Iterable[RGBTFrame],
+    predict: Callable[[np.ndarray, np.ndarray], Any],
+    metadata,
+    writer: PanelWriter,
+    total: int | None = None,
+) -> dict:
+    """Segment a stream frame by frame and write its panels; return frame count and timings.
+
+    ``predict(rgb, thermal)`` takes rgb uint8 H x W x 3 and thermal float32 H x W (0..255) and returns
+    K x H x W logits (a tensor or an array), so any backend can be plugged in. ``total`` (the frame
+    count, when known) sizes the progress bar, shown on stderr for streams longer than
+    PROGRESS_MIN_FRAMES.
+    """
+    bar = tqdm(total=total, unit="frame", file=sys.stderr) if total and total > PROGRESS_MIN_FRAMES else None
+    model_s, n = 0.0, 0
+    start = time.perf_counter()
+    try:
+        for frame in frames:
+            t0 = time.perf_counter()
+            logits = predict(frame.rgb, frame.thermal)
+            model_s += time.perf_counter() - t0
+            writer.write(draw_panel(frame.rgb, frame.thermal, logits.argmax(0), metadata), frame.name)
+            n += 1
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    total_s = time.perf_counter() - start
+    if n:
+        logger.info(
+            f"{n} frames in {total_s:.1f}s: model {n / max(model_s, 1e-9):.2f} fps "
+            f"({1000 * model_s / n:.0f} ms/frame), end to end {n / max(total_s, 1e-9):.2f} fps"
+        )
+    return {"frames": n, "model_s": model_s, "total_s": total_s}
+
+
+def thermal_norm(args, cfg) -> str:
+    """INPUT.THERMAL_16BIT_NORM of the config, or of the exported model's sidecar with ``--onnx``."""
+    return read_sidecar(args.onnx)["thermal_16bit_norm"] if args.onnx else cfg.INPUT.THERMAL_16BIT_NORM
+
+
+def build_predictor(args, cfg):
+    """``predict(rgb, thermal) -> K x H x W logits``, with ``.metadata``: PyTorch, or onnxruntime (--onnx)."""
+    return OnnxRGBTPredictor(args.onnx) if args.onnx else RGBTPredictor(cfg)
+
+
+def main_video(args, cfg) -> list[str]:
+    """The stream mode of :func:`main`; the input and the output are checked before the model is built."""
+    with open_frames(args.video_input, args.thermal_video, thermal_norm(args, cfg)) as frames:
+        fps = args.fps or frames.fps or DEFAULT_FPS
+        with PanelWriter(args.output, fps) as writer:
+            predictor = build_predictor(args, cfg)
+            count = frames.count or "unknown number of"
+            logger.info(f"{frames.description}: {count} frames -> {args.output}")
+            try:
+                run_video(frames, predictor, predictor.metadata, writer, total=frames.count)
+            except InputSizeError as e:
+                raise InputSizeError(f"--video-input {args.video_input!r}: {e}") from None
+    return writer.written
+
+
 def main(argv=None) -> list[str]:
-    """Run the demo; return the written PNG paths. Inputs are all checked before the model is built."""
-    args = get_parser().parse_args(argv)
-    cfg = setup_cfg(args)
-    items = find_inputs(args.input, args.thermal)
-    predictor = RGBTPredictor(cfg)
+    """Run the demo; return the written paths (PNGs, or one video).
+
+    Inputs are all checked before the model is built.
+    """
+    args = parse_args(argv)
+    cfg = None if args.onnx else setup_cfg(args)
+    if args.video_input:
+        return main_video(args, cfg)
+    norm = thermal_norm(args, cfg)
+    items = find_inputs(args.input, args.thermal, args.modality)
+    predictor = build_predictor(args, cfg)
     os.makedirs(args.output, exist_ok=True)
     written = []
     for i, item in enumerate(items, 1):
         start = time.perf_counter()
-        rgb, thermal = load_pair(item, cfg.INPUT.THERMAL_16BIT_NORM)
-        pred = predictor(rgb, thermal).argmax(dim=0)
+        rgb, thermal = load_pair(item, norm)
+        try:
+            pred = predictor(rgb, thermal).argmax(0)
+        except InputSizeError as e:
+            raise InputSizeError(f"{item.rgb_path!r}: {e}") from None
         panel = draw_panel(rgb, thermal, pred, predictor.metadata)
         path = os.path.join(args.output, f"{item.name}.png")
         if not cv2.imwrite(path, panel[:, :, ::-1]):

@@ -24,7 +24,7 @@ import sartm_d2  # noqa: F401  (first: detectron2 compatibility fixes and datase
 from sartm_d2 import get_sartm_cfg
 from sartm_d2.data import get_classes
 from sartm_d2.file_io import atomic_torch_save
-from sartm_d2.modeling.text_teacher import TEACHERS, text_embeddings_from_config
+from sartm_d2.modeling.text_teacher import build_text_teacher, text_embeddings_from_config
 
 logger = logging.getLogger("sartm_d2.tools.precompute_text_embeddings")
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> torch.Tensor:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", default="", help="a SARTM config (classes of its DATASETS.TRAIN[0])")
     parser.add_argument("--dataset", default="", help="registered dataset name (overrides the config's)")
-    parser.add_argument("--teacher", choices=TEACHERS[:2], default=None, help="MODEL.SARTM.DISTILL.TEACHER")
+    parser.add_argument("--teacher", default=None, help="MODEL.SARTM.DISTILL.TEACHER (e.g. clip, minilm)")
     parser.add_argument("--template", default=None, help='MODEL.SARTM.DISTILL.TEMPLATE, with "{}"')
     parser.add_argument("--cache-dir", default=None, help="MODEL.SARTM.DISTILL.CACHE_DIR")
     parser.add_argument("--clip-model", default=None, help="MODEL.SARTM.DISTILL.CLIP_MODEL")
@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> torch.Tensor:
         dataset = (cfg.DATASETS.TRAIN if len(cfg.DATASETS.TRAIN) else cfg.DATASETS.TEST)[0]
     else:
         parser.error("give --dataset, or a --config-file that sets DATASETS.TRAIN or DATASETS.TEST.")
-    if cfg.MODEL.SARTM.DISTILL.TEACHER == "file":
-        parser.error('MODEL.SARTM.DISTILL.TEACHER "file" has nothing to compute; use --teacher clip/minilm.')
+    if not build_text_teacher(cfg).cacheable:
+        parser.error(f'MODEL.SARTM.DISTILL.TEACHER "{distill.TEACHER}" reads ready embeddings: nothing to '
+                     "compute; use a teacher with an encoder, e.g. --teacher clip or minilm.")
     class_names, _ = get_classes(dataset, cfg.DATASETS.BACKGROUND_AS_IGNORE)
     embeddings = text_embeddings_from_config(cfg, class_names)
     logger.info("Text embeddings %s for %s classes %s.", tuple(embeddings.shape), dataset, class_names)
