@@ -7,17 +7,25 @@ import cv2
 import pytest
 
 import sartm_d2  # noqa: F401
+from sartm_d2 import get_sartm_cfg
 from sartm_d2.data import register_all_rgbt
 
-# The smallest Hiera that has all four stages (the global block avoids a stage transition).
-TINY_HIERA = {
-    "embed_dim": 8,
-    "num_heads": 1,
-    "stages": [1, 2, 1, 1],
-    "global_att_blocks": [2],
-    "window_spec": [8, 4, 14, 7],
-    "window_pos_embed_bkg_spatial_size": [7, 7],
-}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE_CONFIG = os.path.join(ROOT, "configs", "Base-SARTM.yaml")
+# The one tiny model of the tests (and of the benchmark's "custom" size).
+TINY_MODEL = os.path.join(ROOT, "configs", "quick_schedules", "tiny-model.yaml")
+
+
+def tiny_cfg(config_file: str = BASE_CONFIG, *opts):
+    """``config_file``, then the tiny model, then ``opts``, on the CPU (unfrozen)."""
+    cfg = get_sartm_cfg(config_file)
+    cfg.merge_from_file(TINY_MODEL)
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
+    return cfg
+
+
+# The tiny model's Hiera as keyword arguments of SAM2HieraLoRABackbone.
+TINY_HIERA = {key.lower(): value for key, value in tiny_cfg().MODEL.SAM2.CUSTOM.items()}
 
 
 @pytest.fixture

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from conftest import TINY_HIERA
+from conftest import TINY_HIERA, tiny_cfg
 
-import sartm_d2
 from sartm_d2.modeling.backbone import SAM2HieraLoRABackbone, hiera_config
 from sartm_d2.modeling.lora import LoRAQKVLinear
 
@@ -168,13 +167,10 @@ def test_bf16_autocast_is_finite():
 
 
 def test_builder_reads_config():
-    from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_backbone
 
-    cfg = get_cfg()
-    sartm_d2.add_sartm_config(cfg)
-    cfg.MODEL.SAM2.SIZE = "custom"
+    cfg = tiny_cfg()
     cfg.MODEL.SAM2.D_MODEL = 64
     cfg.MODEL.SAM2.CUSTOM.EMBED_DIM = 8
     cfg.MODEL.SARTM.LORA.RANK = 3

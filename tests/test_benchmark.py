@@ -1,17 +1,24 @@
-"""tools/benchmark.py: a smoke run in its smallest mode (schema and numbers, no timing thresholds) and
-its helpers (error capture, FLOP counting, peak table, derived figures)."""
+"""tools/benchmark.py and sartm_d2.benchmark: a smoke run in its smallest mode (schema and numbers, no
+timing thresholds), the measuring helpers (error capture, FLOP and op counting, timing any callable),
+the reporting (derived figures, targets, the official release) and its data files under benchmarks/."""
 
 import importlib.util
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+
+from sartm_d2.benchmark import measure
+from sartm_d2.benchmark import report as reporting
+from sartm_d2.benchmark.report import BenchmarkDataError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "benchmark.py"
@@ -63,6 +70,7 @@ def test_smoke_schema_and_machine(smoke):
     assert report["settings"]["resolutions"] == ["64x96"] and report["settings"]["sizes"] == ["custom"]
     assert report["targets"] == []  # the GPU targets are not judged on a CPU run
     assert "FlopCounterMode" in report["notes"]["flops"]
+    assert report["notes"]["official_reference"] is None  # only with --official-compare
 
 
 def test_smoke_train_infer_flops(smoke):
@@ -153,7 +161,7 @@ def test_count_flops_matches_the_convolution_formula():
             return self.conv(torch.stack([x["image"] for x in batched_inputs]))
 
     cfg = SimpleNamespace(MODEL=SimpleNamespace(SEM_SEG_HEAD=SimpleNamespace(NUM_CLASSES=3)))
-    res = bench.count_flops(Toy(), cfg, hw=(32, 48), device=torch.device("cpu"))
+    res = measure.count_flops(Toy(), cfg, hw=(32, 48), device=torch.device("cpu"))
     expected = 2 * 8 * 4 * 3 * 3 * 32 * 48  # multiply-add = 2 FLOPs
     assert res["gflops_per_pair"] * 1e9 == pytest.approx(expected)
     assert res["gflops_by_module"] == {"conv": pytest.approx(expected / 1e9)}
@@ -161,14 +169,14 @@ def test_count_flops_matches_the_convolution_formula():
 
 def test_helpers():
     assert bench.parse_resolution("720x1280") == (720, 1280)
-    assert bench.padded((720, 1280)) == (736, 1280) and bench.padded((480, 640)) == (480, 640)
+    assert measure.padded((720, 1280)) == (736, 1280) and measure.padded((480, 640)) == (480, 640)
     with pytest.raises(Exception, match="HEIGHTxWIDTH"):
         bench.parse_resolution("720by1280")
-    assert bench.bf16_peak_tflops("NVIDIA H200") == 989.0
-    assert bench.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
-    assert bench.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
-    assert bench.bf16_peak_tflops("NVIDIA A10G") is None
-    inputs = bench.make_inputs(2, (40, 70), 5, torch.device("cpu"), labels=True)
+    assert reporting.bf16_peak_tflops("NVIDIA H200") == 989.0
+    assert reporting.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert reporting.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert reporting.bf16_peak_tflops("NVIDIA A10G") is None
+    inputs = measure.make_inputs(2, (40, 70), 5, torch.device("cpu"), labels=True)
     assert [tuple(x["image"].shape) for x in inputs] == [(4, 40, 70)] * 2
     labels = torch.stack([x["sem_seg"] for x in inputs])
     valid = labels[labels != 255]
@@ -177,12 +185,12 @@ def test_helpers():
 
 def test_op_counter_counts_computing_ops_not_views():
     x, w = torch.randn(4, 6), torch.randn(5, 6)
-    with bench.OpCounter() as counter:
+    with measure.OpCounter() as counter:
         y = torch.relu(x @ w.t() + 1)  # t: a view; mm, add, relu: three kernels
         y.view(20).transpose(0, 0)  # views only
     assert counter.count == 3
     linear = nn.Linear(6, 5)
-    with bench.OpCounter() as counter:
+    with measure.OpCounter() as counter:
         linear(x).contiguous()  # addmm (the weight's t is a view; contiguous is a no-op)
     assert counter.count == 1
 
@@ -198,7 +206,7 @@ def test_official_compare_preset_and_reference_notes():
         {"what": "train", "batch": 1, "median_s": 47.0, "peak_mem_gib": 8.35, **common},
         {"what": "train", "batch": 2, "error": "x", **common},
     ]
-    bench.compare_official(rows)
+    reporting.compare_official(rows)
     assert rows[0]["vs_official"]["ratio"] == pytest.approx(0.5)
     assert rows[1]["vs_official"]["ratio"] == pytest.approx(0.5)
     assert rows[1]["vs_official"]["peak_ratio"] == pytest.approx(0.5)
@@ -239,14 +247,171 @@ def test_derive_and_issue_targets():
          "latency_ms_per_pair": 10.0, **common},
         {"what": "data", "workers": 16, "pairs_per_s": 480.0, "pairs_per_s_per_worker": 30.0},
     ]  # fmt: skip
-    bench.derive(rows, torch.device("cuda"), {"bf16_dense_peak_tflops": 989.0})
+    reporting.derive(rows, {"bf16_dense_peak_tflops": 989.0})
     assert rows[1]["achieved_tflops"] == pytest.approx(3 * 369.0 * 300.0 / 1e3)
     assert rows[1]["fraction_of_bf16_peak"] == pytest.approx(3 * 369.0 * 300.0 / 1e3 / 989.0)
     assert rows[1]["mfnet_500_epochs_min"] == pytest.approx(500 * 784 / 300.0 / 60)
     assert rows[2]["achieved_tflops"] == pytest.approx(369.0 * 250.0 / 1e3)
     assert rows[4]["vs_train"]["ratio_16_workers"] == pytest.approx(480.0 / 300.0)
-    targets = {t["target"]: t for t in bench.check_targets(rows)}
+    targets = {t["target"]: t for t in reporting.check_targets(rows)}
     assert targets["train bf16 pairs/s"]["met"] and targets["MFNet 500 epochs (min)"]["met"]
     assert targets["train bf16 b8 peak GiB"]["met"] and targets["infer b1 bf16 compiled ms"]["met"]
     assert targets["data 16 workers / B+ train"]["value"] == pytest.approx(1.6)
     assert not targets["infer b1 eager ms"]["met"]  # 10 ms > 9 ms
+
+
+# ------------------------------------------------------------------------------ data files (benchmarks/)
+def _write_json(path: Path, data) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_data_files_load_and_give_every_figure_a_source():
+    targets = reporting.load_targets()
+    assert set(targets["targets"]) == set(reporting.TARGET_NAMES)
+    assert targets["setting"] == {"size": "b+", "resolution": "480x640"}
+    official = reporting.load_official_release()
+    reference = reporting.load_reference()
+    entries = [*targets["targets"].values(), *official["figures"].values(),
+               *reference["paper_schedule"].values(), reference["bf16_dense_peak_tflops"]]
+    assert all(e["source"].strip() for e in entries)
+    # The result JSON's notes carry the official figures as plain values, as before the data files.
+    notes = reporting.method_notes(reference, official)
+    assert notes["official_reference"] == {
+        "infer_b1_s": [23.0, 25.0], "train_step_b1_s": 94.0, "train_peak_rss_b1_gib": 16.7,
+        "train_b2": "does not fit in 24 GiB",
+    }  # fmt: skip
+    assert notes["schedule"].startswith("500 epochs x 784 MFNet pairs")
+
+
+def _target_rows(latency_ms: float, pairs_per_s: float) -> list[dict]:
+    common = {"size": "b+", "resolution": "480x640"}
+    return [
+        {"what": "infer", "batch": 1, "dtype": "fp32", "mode": "eager", "pairs_per_s": 1e3 / latency_ms,
+         "latency_ms_per_pair": latency_ms, **common},
+        {"what": "train", "batch": 16, "dtype": "bf16", "mode": "eager", "pairs_per_s": pairs_per_s,
+         "mfnet_500_epochs_min": 10.0, "peak_mem_gib": 20.0, **common},
+    ]  # fmt: skip
+
+
+def test_targets_are_judged_against_the_data_file_at_the_boundary():
+    bounds = reporting.load_targets()["targets"]
+    eager_max, train_min = bounds["infer_b1_eager_ms"]["max"], bounds["train_bf16_pairs_per_s"]["min"]
+
+    def verdicts(latency_ms, pairs_per_s, targets=None):
+        rows = _target_rows(latency_ms, pairs_per_s)
+        return {t["target"]: (t["met"], t["limit"]) for t in reporting.check_targets(rows, targets)}
+
+    at_limit = verdicts(eager_max, train_min)  # a value exactly at the limit meets it
+    assert at_limit["infer b1 eager ms"] == (True, eager_max)
+    assert at_limit["train bf16 pairs/s"] == (True, train_min)
+    past = verdicts(eager_max * 1.001, train_min * 0.999)
+    assert not past["infer b1 eager ms"][0] and not past["train bf16 pairs/s"][0]
+    assert "train bf16 b8 peak GiB" not in past  # no batch-8 row: that target is not judged
+
+    # Another targets file changes the verdicts: the limits come from the file, not from code.
+    data = reporting.load_targets()
+    data["targets"]["infer_b1_eager_ms"] = {"max": eager_max * 2, "source": "test"}
+    data["targets"]["train_bf16_pairs_per_s"] = {"min": train_min * 2, "source": "test"}
+    moved = verdicts(eager_max * 1.001, train_min, data)
+    assert moved["infer b1 eager ms"] == (True, eager_max * 2)
+    assert moved["train bf16 pairs/s"] == (False, train_min * 2)
+
+
+def test_official_compare_uses_the_data_file(tmp_path):
+    data = reporting.load_official_release()
+    data["figures"]["infer_b1_s"]["value"] = [10.0, 14.0]
+    path = _write_json(tmp_path / "official.json", data)
+    rows = [{"what": "infer", "batch": 1, "median_s": 6.0, "size": "b+", "resolution": "1280x1280",
+             "dtype": "fp32"}]  # fmt: skip
+    reporting.compare_official(rows, reporting.load_official_release(path))
+    assert rows[0]["vs_official"] == {"official": "10-14 s", "ratio": pytest.approx(0.5)}
+
+
+def test_peaks_and_schedule_come_from_the_reference_file(tmp_path):
+    data = reporting.load_reference()
+    data["bf16_dense_peak_tflops"]["cards"] = [{"name": "A10G", "tflops": 70.0}]
+    data["paper_schedule"]["epochs"]["value"] = 100
+    reference = reporting.load_reference(_write_json(tmp_path / "reference.json", data))
+    assert reporting.bf16_peak_tflops("NVIDIA A10G", reference) == 70.0
+    assert reporting.bf16_peak_tflops("NVIDIA H200", reference) is None
+    rows = [{"what": "train", "size": "t", "resolution": "64x96", "pairs_per_s": 10.0}]
+    reporting.derive(rows, {}, reference)
+    assert rows[0]["mfnet_500_epochs_min"] == pytest.approx(100 * 784 / 10.0 / 60)
+
+
+@pytest.mark.parametrize(
+    "loader, edit, message",
+    [
+        (reporting.load_targets, lambda d: d["targets"].pop("infer_b1_eager_ms"), "must have exactly"),
+        (reporting.load_targets, lambda d: d["targets"]["infer_b1_eager_ms"].pop("source"), "'source'"),
+        (reporting.load_targets, lambda d: d["targets"]["infer_b1_eager_ms"].update(min=1.0), "exactly one"),
+        (reporting.load_targets, lambda d: d.pop("setting"), "missing 'setting'"),
+        (reporting.load_official_release, lambda d: d["figures"]["infer_b1_s"].update(value=[25, 23]),
+         "range"),
+        (reporting.load_reference, lambda d: d["paper_schedule"]["epochs"].update(value="500"), "positive"),
+    ],
+)  # fmt: skip
+def test_a_malformed_data_file_is_an_error_naming_it(tmp_path, loader, edit, message):
+    data = loader()
+    edit(data)
+    path = _write_json(tmp_path / "broken.json", data)
+    with pytest.raises(BenchmarkDataError, match=message) as info:
+        loader(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_a_missing_or_unreadable_data_file_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "targets.json"
+    with pytest.raises(BenchmarkDataError, match="not found") as info:
+        reporting.load_targets(missing)
+    assert str(missing) in str(info.value)
+    bad = tmp_path / "reference.json"
+    bad.write_text("{not json")
+    with pytest.raises(BenchmarkDataError, match="as JSON") as info:
+        reporting.load_reference(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_the_cli_reads_its_data_files_before_measuring(tmp_path, monkeypatch):
+    missing = tmp_path / "no-reference.json"
+    monkeypatch.setattr(reporting, "REFERENCE_FILE", missing)
+    out = tmp_path / "b.json"
+    with pytest.raises(BenchmarkDataError, match="not found") as info:
+        bench.main(["--sizes", "custom", "--resolutions", "64x96", "--device", "cpu", "--what", "flops",
+                    "--json", str(out)])
+    assert str(missing) in str(info.value) and not out.exists()
+
+
+# ------------------------------------------------------------------------------ the reusable measuring
+def test_time_calls_and_measure_infer_take_any_callable():
+    calls = []
+    x, w = torch.randn(4, 6), torch.randn(5, 6)
+
+    def forward():
+        calls.append(1)
+        return [torch.relu(x @ w.t())]  # mm, relu: two computing ops (t is a view)
+
+    res = measure.measure_infer(forward, batch=2, iters=4, warmup=3, count_ops=True)
+    assert len(calls) == 1 + 2 + 4  # first call, warmup - 1 more, iters timed
+    assert len(res["times_s"]) == 4 and res["median_s"] == pytest.approx(statistics.median(res["times_s"]))
+    assert res["pairs_per_s"] == pytest.approx(2 / res["median_s"])
+    assert res["latency_ms_per_pair"] == pytest.approx(500 * res["median_s"])
+    assert res["aten_ops_per_forward"] == 2  # counted during the first call only
+    assert res["output_shape"] == [4, 5] and res["output_finite"] and "ru_maxrss" in res["peak_mem_kind"]
+
+    # A non-PyTorch callable (an onnxruntime session returns a list of arrays): no ops counted.
+    res = measure.measure_infer(lambda: [np.full((1, 3), np.nan)], batch=1, iters=1, warmup=0)
+    assert res["output_shape"] == [1, 3] and res["output_finite"] is False
+    assert "aten_ops_per_forward" not in res
+
+    first = []
+    res = measure.time_calls(lambda: None, iters=2, warmup=1, first_fn=lambda: first.append(1))
+    assert first == [1] and len(res["times_s"]) == 2 and set(res) >= {"first_call_s", "median_s", "min_s"}
+    with pytest.raises(ValueError, match="iters"):
+        measure.time_calls(lambda: None, iters=0, warmup=1)
+
+
+def test_importing_the_package_does_not_import_the_benchmark():
+    code = "import sys, sartm_d2; assert not any(m.startswith('sartm_d2.benchmark') for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

@@ -6,19 +6,21 @@ import re
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 
 from sartm_d2 import add_sartm_config, get_sartm_cfg
-from sartm_d2.data import get_classes
+from sartm_d2.data import get_classes, import_user_module
+
+# configs/own-dataset.yaml names the sets that the example module registers.
+import_user_module(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets",
+                                "own_dataset_example.py"))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
-TINY = [
-    "MODEL.DEVICE", "cpu", "MODEL.SAM2.SIZE", "custom", "MODEL.SAM2.CHECKPOINT", "",
-    "MODEL.SAM2.D_MODEL", "32", "MODEL.SAM2.CUSTOM.EMBED_DIM", "8", "MODEL.SARTM.CMX_NUM_HEADS", "2",
-    "MODEL.SARTM.AUX_HEAD.CONVS_DIM", "16",
-]
+CONFIGS += sorted(glob.glob(os.path.join(ROOT, "configs", "quick_schedules", "*_instant_test.yaml")))
 
 
 def _load(path):
@@ -32,18 +34,20 @@ def test_there_are_dataset_configs_and_variants():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_builds_and_predicts(path, tmp_path):
+def test_config_builds_and_predicts(path):
     cfg = _load(path)
     if not cfg.DATASETS.TRAIN:
         pytest.skip("base config: no dataset")
     names, _ = get_classes(cfg.DATASETS.TRAIN[0], cfg.DATASETS.BACKGROUND_AS_IGNORE)
     assert len(names) == cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    assert not [n for n in cfg.DATASETS.VAL if "test" in n]
-    emb = tmp_path / "emb.pt"
-    torch.save({"embeddings": torch.randn(len(names), 8), "class_names": names}, emb)
-    cfg.merge_from_list(TINY + ["MODEL.SARTM.DISTILL.TEACHER", "file", "MODEL.SARTM.DISTILL.EMBEDDINGS_FILE",
-                                str(emb)])
+    assert not [n for n in cfg.DATASETS.VAL if MetadataCatalog.get(n).get("test_split", False)]
+    # The config's own teacher (CLIP, MiniLM) and SAM2 path: building reads neither file.
+    cfg.merge_from_file(TINY_MODEL)
+    cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg).eval()
+    if model.text_embeddings is not None:
+        random_text = torch.nn.functional.normalize(torch.randn_like(model.text_embeddings), dim=1)
+        model.set_text_embeddings(random_text)
     with torch.no_grad():
         out = model([{"image": torch.rand(4, 40, 70) * 255, "height": 40, "width": 70}])
     assert out[0]["sem_seg"].shape == (len(names), 40, 70)
@@ -76,6 +80,19 @@ def test_every_added_key_is_read():
     assert len(added) > 30
     unread = [k for k in added if not read(k)]
     assert not unread, f"config keys that no code reads: {unread}"
+
+
+def test_add_sartm_config_only_adds_keys():
+    base, cfg = get_cfg(), get_cfg()
+    add_sartm_config(cfg)
+
+    def value(node, key):
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    changed = [k for k in _leaves(base) if value(base, k) != value(cfg, k)]
+    assert not changed, f"add_sartm_config changed detectron2's own keys: {changed}"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback applies only without CUDA")

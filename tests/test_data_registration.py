@@ -143,3 +143,24 @@ def test_get_classes_unknown_dataset():
 def test_unknown_family_is_rejected():
     with pytest.raises(ValueError, match="kitti"):
         register_all_rgbt("x", only=["kitti"])
+
+
+def test_test_splits_are_marked_evaluation_only(tmp_path, restore_registration):
+    names = register_all_rgbt(tmp_path)
+    marked = sorted(n for n in names if MetadataCatalog.get(n).test_split)
+    assert marked == sorted(
+        ["mfnet_test", "mfnet_test_day", "mfnet_test_night", "pst900_test", "fmb_test", "synthetic_rgbt_test"]
+    )
+    assert MetadataCatalog.get("pst900_val").test_split is False
+    assert MetadataCatalog.get("mfnet_val").get("test_split", True) is False
+
+
+def test_builtin_metadata_names_the_folders(tmp_path, restore_registration):
+    register_all_rgbt(tmp_path, only=["mfnet", "fmb"])
+    mfnet = MetadataCatalog.get("mfnet_val")
+    assert mfnet.dataset_root == os.path.join(str(tmp_path), "MFNet")
+    assert mfnet.image_root == mfnet.thermal_root == os.path.join(str(tmp_path), "MFNet", "images")
+    assert mfnet.image_list == os.path.join(str(tmp_path), "MFNet", "val.txt")
+    fmb = MetadataCatalog.get("fmb_test")
+    assert fmb.thermal_root == os.path.join(str(tmp_path), "FMB", "test", "Infrared")
+    assert fmb.sem_seg_root == os.path.join(str(tmp_path), "FMB", "test", "Label")

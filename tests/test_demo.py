@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import BASE_CONFIG, TINY_MODEL
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
@@ -211,10 +212,9 @@ def _tiny_config(tmp_path, dataset_name, min_size_test):
     yaml = tmp_path / "tiny.yaml"
     yaml.write_text(
         f"""
-VERSION: 2
+_BASE_: ["{BASE_CONFIG}", "{TINY_MODEL}"]
 MODEL:
   DEVICE: cpu
-  SAM2: {{SIZE: custom, D_MODEL: 32}}
   SEM_SEG_HEAD: {{NUM_CLASSES: {len(CLASSES)}}}
   SARTM:
     FUSION: average
@@ -270,3 +270,50 @@ def test_demo_end_to_end(demo, layouts, tmp_path):
     np.testing.assert_array_equal(cv2.imread(os.path.join(out, "m0D.png"))[:, :, ::-1], panel)
     with pytest.raises(ValueError, match="thermal must be"):
         predictor(rgb, thermal[:, :-1])
+
+
+def test_demo_with_one_camera(demo, layouts, tmp_path, caplog):
+    """--modality thermal / rgb: one camera's images alone, the missing panel grey and labelled."""
+    predictor_mod, cli = demo
+    name = f"test_demo_one_{uuid.uuid4().hex[:8]}"
+    MetadataCatalog.get(name).set(stuff_classes=CLASSES, stuff_colors=COLORS, ignore_label=255)
+    config = _tiny_config(tmp_path, name, min_size_test=0)
+    args = cli.get_parser().parse_args(["--config-file", config, "--input", "x", "--output", "y"])
+    torch.manual_seed(0)
+    model = build_model(cli.setup_cfg(args))
+    os.makedirs(tmp_path / "w")
+    DetectionCheckpointer(model, save_dir=str(tmp_path / "w")).save("model_final")
+    opts = ["--opts", "MODEL.WEIGHTS", str(tmp_path / "w" / "model_final.pth")]
+    thermal_dir = os.path.join(layouts["pst"], "thermal")
+    out = str(tmp_path / "thermal_only")
+    with caplog.at_level("WARNING"):
+        written = cli.main(["--config-file", config, "--modality", "thermal", "--input", thermal_dir,
+                            "--output", out, *opts])
+    assert [os.path.basename(p) for p in written] == ["p0.png", "p1.png"]
+    assert "trained without modality dropout" in caplog.text  # this model never saw one camera
+    panel = cv2.imread(written[0])
+    assert panel.shape == (H, 3 * W, 3)
+    rgb_panel = panel[:, :W]
+    assert (rgb_panel == 96).mean() > 0.9 and (rgb_panel != 96).any()  # grey, with "no RGB" written
+    # The panel's prediction is the model's, run on the thermal stream alone.
+    item = predictor_mod.RGBTInput("p0", None, os.path.join(thermal_dir, "p0.png"))
+    rgb, thermal = predictor_mod.load_pair(item)
+    assert rgb is None and thermal.shape == (H, W)
+    predictor = predictor_mod.RGBTPredictor(cli.setup_cfg(cli.get_parser().parse_args(
+        ["--config-file", config, "--input", "x", "--output", "y", *opts])))
+    logits = predictor(None, thermal)
+    any_rgb = torch.rand(3, H, W) * 255  # not computed: whatever the RGB channels hold
+    image = torch.cat([any_rgb, torch.from_numpy(thermal)[None]])
+    with torch.no_grad():
+        expected = predictor.model([{"image": image, "modalities": "thermal"}])[0]["sem_seg"]
+    torch.testing.assert_close(logits, expected)
+    expected_panel = predictor_mod.draw_panel(None, thermal, logits.argmax(0), predictor.metadata)
+    np.testing.assert_array_equal(panel[:, :, ::-1], expected_panel)
+
+    rgb_dir = os.path.join(layouts["pst"], "rgb")
+    written = cli.main(["--config-file", config, "--modality", "rgb", "--input", rgb_dir, "--output",
+                        str(tmp_path / "rgb_only"), *opts])
+    assert (cv2.imread(written[0])[:, W:2 * W] == 96).mean() > 0.9  # the thermal panel is the grey one
+    with pytest.raises(SystemExit):
+        cli.main(["--config-file", config, "--modality", "thermal", "--video-input", thermal_dir,
+                  "--output", "y", *opts])

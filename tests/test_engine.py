@@ -151,6 +151,7 @@ def test_warmup_poly_schedule():
     cfg = get_cfg()
     add_sartm_config(cfg)
     cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_FACTOR = 100, 10, 0.1
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"  # Base-SARTM.yaml's choice
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = build_lr_scheduler(cfg, opt)
     lrs = []

@@ -12,12 +12,16 @@ from detectron2.layers import ShapeSpec
 
 from sartm_d2.config import add_sartm_config
 from sartm_d2.modeling.fusion import (
+    FUSION_REGISTRY,
+    AverageFusion,
+    CMXFusion,
     FeatureFusion,
     FeatureRectification,
+    LanguageFusion,
     ModalityWeighting,
-    SARTMFusion,
+    PaperFusion,
+    RGBTFusion,
     build_fusion,
-    fusion_requires_text,
 )
 
 D = 32
@@ -36,9 +40,13 @@ def _zero_thermal(feats):
     return {n: torch.cat([f[:B], torch.zeros_like(f[B:])]) for n, f in feats.items()}
 
 
+FUSIONS = {"average": AverageFusion, "language": LanguageFusion, "cmx": CMXFusion, "paper": PaperFusion}
+
+
 def _build(mode, text_dim=DT):
     torch.manual_seed(0)
-    return SARTMFusion(input_shape=SHAPES, mode=mode, text_dim=text_dim, cmx_reduction=1, cmx_num_heads=8)
+    text_dim = text_dim if mode in ("language", "paper") else None
+    return FUSIONS[mode](input_shape=SHAPES, text_dim=text_dim, cmx_reduction=1, cmx_num_heads=8)
 
 
 @pytest.mark.parametrize("mode", ["average", "language", "cmx", "paper"])
@@ -58,10 +66,14 @@ def test_shapes_thermal_reaches_output_and_all_params_train(mode):
     rgb_twice = {n: torch.cat([f[:B], f[:B]]) for n, f in feats.items()}
     out_rgb2 = fusion(rgb_twice, text if fusion.requires_text else None)
     assert not torch.allclose(out["sfm"], out_rgb2["sfm"], atol=1e-4)
-    # Every parameter gets a gradient (DDP rejects unused parameters).
+    # Every parameter gets a gradient (DDP rejects unused parameters); with both streams present the
+    # absent-modality embeddings get an exact zero.
+    fusion.train()
+    out = fusion(feats, text if fusion.requires_text else None)
     sum(t.square().mean() for t in out.values()).backward()
-    no_grad = [n for n, p in fusion.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert not no_grad, no_grad
+    assert all(p.grad is not None for p in fusion.parameters())
+    no_grad = [n for n, p in fusion.named_parameters() if p.grad.abs().sum() == 0]
+    assert sorted(no_grad) == sorted(f"absent.{n}" for n in SHAPES), no_grad
 
 
 def test_weighted_average_matches_formula():
@@ -110,32 +122,87 @@ def test_cmx_modules_use_both_streams():
     assert FeatureFusion(4, num_heads=8)(rgb[:, :4], th[:, :4]).shape == (2, 4, 6, 10)
 
 
-def _cfg(mode, distill):
+def _cfg(mode, language=True):
     cfg = get_cfg()
     add_sartm_config(cfg)
     cfg.MODEL.SARTM.FUSION = mode
-    cfg.MODEL.SARTM.DISTILL.ENABLED = distill
+    cfg.MODEL.SARTM.FUSION_LANGUAGE = language
     return cfg
 
 
 def test_build_fusion_from_config_and_language_requirements():
-    fusion = build_fusion(_cfg("paper", True), SHAPES, text_dim=DT)
-    assert fusion.requires_text and fusion.levels["sfm"].cmx is not None
-    # ablation "without language": "paper" falls back to weighted average + CMX, no error
-    fusion = build_fusion(_cfg("paper", False), SHAPES)
+    fusion = build_fusion(_cfg("paper"), SHAPES, text_dim=DT)
+    assert isinstance(fusion, PaperFusion) and fusion.requires_text and fusion.levels["sfm"].cmx is not None
+    # ablation "without language": only MODEL.SARTM.FUSION_LANGUAGE removes the language term
+    cfg = _cfg("paper", language=False)
+    cfg.MODEL.SARTM.DISTILL.ENABLED = True
+    fusion = build_fusion(cfg, SHAPES, text_dim=DT)
     assert not fusion.requires_text and fusion.levels["sfm"].cmx is not None
     assert not hasattr(fusion.levels["sfm"].average, "text_proj")
+    cfg.MODEL.SARTM.DISTILL.ENABLED = False
+    cfg.MODEL.SARTM.FUSION_LANGUAGE = True
+    assert build_fusion(cfg, SHAPES, text_dim=DT).requires_text  # the distillation switch changes nothing
     assert fusion(_features())["ffp"].shape == (B, D // 8, *SIZES["ffp"])
-    assert fusion_requires_text("language", False) and not fusion_requires_text("cmx", True)
-    with pytest.raises(ValueError, match=r"MODEL\.SARTM\.FUSION.*MODEL\.SARTM\.DISTILL\.ENABLED"):
-        build_fusion(_cfg("paper", True), SHAPES, text_dim=None)
-    with pytest.raises(ValueError, match=r"MODEL\.SARTM\.FUSION"):
-        build_fusion(_cfg("language", False), SHAPES, text_dim=None)
-    with pytest.raises(ValueError, match=r"MODEL\.SARTM\.FUSION must be one of"):
-        build_fusion(_cfg("concat", False), SHAPES)
-    fusion = build_fusion(_cfg("language", False), SHAPES, text_dim=DT)
+    assert LanguageFusion.uses_text(_cfg("language")) and not CMXFusion.uses_text(_cfg("cmx"))
+    with pytest.raises(ValueError, match=r"MODEL\.SARTM\.FUSION \"paper\" uses the class text embeddings"):
+        build_fusion(_cfg("paper"), SHAPES, text_dim=None)
+    with pytest.raises(ValueError, match=r"FUSION 'concat' is not registered.*'average', 'cmx'"):
+        build_fusion(_cfg("concat"), SHAPES)
+    assert isinstance(build_fusion(_cfg("CMXFusion"), SHAPES), CMXFusion)  # the class name works too
+    fusion = build_fusion(_cfg("language"), SHAPES, text_dim=DT)
     with pytest.raises(ValueError, match="text embeddings"):
         fusion(_features(), None)
+
+
+def test_a_fusion_registered_outside_the_package_is_built_by_name():
+    @FUSION_REGISTRY.register()
+    class SumFusionForTest(RGBTFusion):
+        name = "sum_for_test"
+
+        @classmethod
+        def uses_text(cls, cfg):
+            return False
+
+        def __init__(self, cfg, input_shape, text_dim=None):
+            super().__init__(input_shape=input_shape, text_dim=None)
+            self.levels = torch.nn.ModuleDict({n: _Sum() for n in input_shape})
+
+    class _Sum(torch.nn.Module):
+        def forward(self, rgb, thermal, text):
+            return rgb + thermal
+
+    try:
+        fusion = build_fusion(_cfg("sum_for_test"), SHAPES)
+        feats = _features()
+        torch.testing.assert_close(fusion.eval()(feats)["sfm"], feats["sfm"][:B] + feats["sfm"][B:])
+    finally:
+        FUSION_REGISTRY._obj_map.pop("SumFusionForTest")
+
+
+@pytest.mark.parametrize("mode", ["average", "cmx", "paper"])
+def test_a_missing_stream_is_the_learned_absent_embedding(mode):
+    fusion = _build(mode).train()
+    text = torch.randn(K, DT)
+    text = text if fusion.requires_text else None
+    feats = _features()
+    # Sample 0 has both streams, sample 1 only thermal: the backbone computed 1 RGB + 2 thermal rows.
+    present = torch.tensor([[True, True], [False, True]])
+    rows = {n: torch.cat([f[:1], f[B:]]) for n, f in feats.items()}
+    with torch.no_grad():
+        for name in SHAPES:
+            fusion.absent[name].normal_()
+    out = fusion(rows, text, present)
+    # The same as fusing full tensors where sample 1's RGB is the RGB absent embedding.
+    filled = {n: torch.cat([f[:1], fusion.absent[n][0].view(1, -1, 1, 1).expand(1, -1, *SIZES[n]), f[B:]])
+              for n, f in feats.items()}
+    expected = fusion(filled, text)
+    for n in SHAPES:
+        torch.testing.assert_close(out[n], expected[n])
+    # The absent RGB embedding learns from sample 1; the thermal one (never absent here) does not.
+    fusion.zero_grad()
+    sum(t.square().mean() for t in fusion(rows, text, present).values()).backward()
+    for n in SHAPES:
+        assert fusion.absent[n].grad[0].abs().sum() > 0 and fusion.absent[n].grad[1].abs().sum() == 0
 
 
 def test_fusion_bf16_autocast():

@@ -7,11 +7,10 @@ import torch.nn.functional as F
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
 # isort: split
-from detectron2.config import get_cfg
+from conftest import tiny_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
 
-from sartm_d2.config import add_sartm_config
 from sartm_d2.modeling.heads import AUX_HEAD_REGISTRY, FPNAuxHead, SAM2MaskDecoderHead, build_aux_head
 
 D, K, B = 32, 5, 2
@@ -29,8 +28,7 @@ def _fused(h=3, w=5, seed=0):
 
 
 def _cfg(**aux):
-    cfg = get_cfg()
-    add_sartm_config(cfg)
+    cfg = tiny_cfg()
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = K
     cfg.MODEL.SARTM.AUX_HEAD.CONVS_DIM = 16
     for key, value in aux.items():

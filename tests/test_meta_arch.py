@@ -5,19 +5,18 @@ import uuid
 
 import pytest
 import torch
+from conftest import BASE_CONFIG, tiny_cfg
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
 # isort: split
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from sartm_d2.config import add_sartm_config
-from sartm_d2.modeling import meta_arch
+from sartm_d2.modeling import load_pretrained, load_text_embeddings, pretrained
 from sartm_d2.modeling.lora import LoRAQKVLinear
 
 CLASSES = ["background", "car", "person", "bike"]
@@ -42,21 +41,17 @@ def embeddings_file(tmp_path_factory):
 @pytest.fixture
 def make_cfg(dataset_name, embeddings_file):
     def make(**opts):
-        cfg = get_cfg()
-        add_sartm_config(cfg)
-        cfg.MODEL.DEVICE = "cpu"
+        cfg = tiny_cfg()
         cfg.DATASETS.TRAIN = (dataset_name,)
-        cfg.MODEL.SAM2.SIZE = "custom"
-        cfg.MODEL.SAM2.D_MODEL = 32
-        cfg.MODEL.SAM2.CUSTOM.EMBED_DIM = 8
         cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = K
         cfg.MODEL.SARTM.LORA.RANK = 2
-        cfg.MODEL.SARTM.AUX_HEAD.CONVS_DIM = 16
         cfg.MODEL.SARTM.DISTILL.TEACHER = "file"
         cfg.MODEL.SARTM.DISTILL.EMBEDDINGS_FILE = embeddings_file
         cfg.merge_from_list([x for kv in opts.items() for x in kv])
         torch.manual_seed(0)
-        return build_model(cfg)
+        model = build_model(cfg)
+        load_text_embeddings(model, cfg)  # what the trainer does at start-up
+        return model
 
     return make
 
@@ -120,10 +115,11 @@ def test_gradients_only_in_trainable_parts_and_frozen_stay_identical(make_cfg):
     assert set(losses) == {"loss_sem_seg", "loss_aux", "loss_distill"}
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
     assert with_grad <= trainable
-    # LoRA B is zero at init, so A gets a zero gradient in step 1; every other trainable tensor a real one.
+    # LoRA B is zero at init, so A gets a zero gradient in step 1, and with both streams present the
+    # absent-modality embeddings get an exact zero; every other trainable tensor a real one.
     grads = {n: p.grad for n, p in model.named_parameters()}
     no_grad = {n for n in trainable if "lora_A" not in n and (grads[n] is None or not grads[n].any())}
-    assert not no_grad, sorted(no_grad)
+    assert sorted(no_grad) == [f"fusion.absent.{n}" for n in ("ffp", "ifp", "sfm")]
     assert any("lora_B" in n for n in with_grad)
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
@@ -172,7 +168,9 @@ ABLATIONS = [
     ({"MODEL.SARTM.FUSION": "average"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
     ({"MODEL.SARTM.FUSION": "cmx"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
     ({"MODEL.SARTM.FUSION": "language"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
-    ({"MODEL.SARTM.DISTILL.ENABLED": False}, {"loss_sem_seg", "loss_aux"}),  # without language
+    ({"MODEL.SARTM.DISTILL.ENABLED": False, "MODEL.SARTM.FUSION_LANGUAGE": False},  # without language
+     {"loss_sem_seg", "loss_aux"}),
+    ({"MODEL.SARTM.DISTILL.ENABLED": False}, {"loss_sem_seg", "loss_aux"}),  # language fusion kept
     ({"MODEL.SARTM.DISTILL.ENABLED": False, "MODEL.SARTM.FUSION": "language"}, {"loss_sem_seg", "loss_aux"}),
     ({"MODEL.SARTM.AUX_HEAD.NAME": ""}, {"loss_sem_seg", "loss_distill"}),  # without aux head
     ({"MODEL.SARTM.LORA.RANK": 4}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
@@ -196,7 +194,10 @@ def test_train_step_and_inference_for_each_switch(make_cfg, opts, expected):
 
 
 def test_ablation_switches_reach_the_parts(make_cfg):
-    model = make_cfg(**{"MODEL.SARTM.DISTILL.ENABLED": False})  # "paper" without language
+    # "paper" without language: its own key; switching the distillation off keeps the architecture.
+    model = make_cfg(**{"MODEL.SARTM.DISTILL.ENABLED": False})
+    assert model.fusion.requires_text and model.fusion.levels["ifp"].average.text_dim == DT
+    model = make_cfg(**{"MODEL.SARTM.DISTILL.ENABLED": False, "MODEL.SARTM.FUSION_LANGUAGE": False})
     assert not model.fusion.requires_text and model.text_embeddings is None
     assert model.fusion.levels["ifp"].cmx is not None
     model = make_cfg(**{"MODEL.SARTM.DISTILL.ENABLED": False, "MODEL.SARTM.FUSION": "language"})
@@ -276,21 +277,34 @@ def test_config_errors(make_cfg, tmp_path):
     with pytest.raises(FileNotFoundError, match="MODEL.SARTM.DISTILL.CLIP_WEIGHTS"):
         make_cfg(**clip_opts)
     # the teacher is not needed when distillation is off and the fusion does not use text
-    model = make_cfg(**clip_opts, **{"MODEL.SARTM.DISTILL.ENABLED": False})
+    no_language = {"MODEL.SARTM.DISTILL.ENABLED": False, "MODEL.SARTM.FUSION_LANGUAGE": False}
+    model = make_cfg(**clip_opts, **no_language)
     assert model.text_embeddings is None
 
 
-def test_checkpoint_loading_and_random_weights_warning(make_cfg, monkeypatch, caplog):
-    with caplog.at_level(logging.WARNING, logger="sartm_d2.modeling.meta_arch"):
-        make_cfg()
-    assert sum("RANDOM weights" in r.getMessage() for r in caplog.records) == 1
+def test_building_reads_no_file_and_random_weights_warning(dataset_name, monkeypatch, caplog, tmp_path):
+    # Construction reads neither the SAM2 checkpoint nor the text teacher: both files are absent.
+    cfg = tiny_cfg(BASE_CONFIG, "DATASETS.TRAIN", f"('{dataset_name}',)",
+                   "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(K),
+                   "MODEL.SAM2.CHECKPOINT", str(tmp_path / "sam2.1_hiera_tiny.pt"),
+                   "MODEL.SARTM.DISTILL.CLIP_WEIGHTS", str(tmp_path / "ViT-B-32.pt"))
+    model = build_model(cfg)
+    assert model.text_embeddings.shape == (K, 512)  # CLIP ViT-B/32's width, known without the file
+    with pytest.raises(RuntimeError, match="text-embedding buffer is empty"):
+        model.eval()(_inputs(64, 96, b=1))
+
+    # Training start-up: the SAM2 checkpoint when one is named, a RANDOM warning only when none is.
     calls = []
-    monkeypatch.setattr(meta_arch, "load_sam2_checkpoint", lambda model, path: calls.append((model, path)))
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sartm_d2.modeling.meta_arch"):
-        model = make_cfg(**{"MODEL.SAM2.CHECKPOINT": "/ckpt/sam2.1_hiera_tiny.pt"})
-    assert calls == [(model, "/ckpt/sam2.1_hiera_tiny.pt")]
-    assert not any("RANDOM weights" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(pretrained, "load_sam2_checkpoint", lambda m, path: calls.append((m, path)))
+    monkeypatch.setattr(pretrained, "load_text_embeddings", lambda m, c: calls.append("text"))
+    with caplog.at_level(logging.WARNING, logger="sartm_d2.modeling.pretrained"):
+        load_pretrained(model, cfg)
+    assert calls == [(model, cfg.MODEL.SAM2.CHECKPOINT), "text"]
+    assert not any("RANDOM" in r.getMessage() for r in caplog.records)
+    cfg.MODEL.SAM2.CHECKPOINT = ""
+    with caplog.at_level(logging.WARNING, logger="sartm_d2.modeling.pretrained"):
+        load_pretrained(model, cfg)
+    assert sum("RANDOM" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_aux_head_runs_at_inference_only_when_averaged(make_cfg):

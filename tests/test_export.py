@@ -1,0 +1,252 @@
+"""ONNX export (tools/export_model.py), its parity check, the onnxruntime demo and eval_onnx.py.
+
+One tiny model on a generated 64x96 synthetic set is exported once per module (a few seconds each on
+2 CPU cores); the parity check must pass for it and fail for an export with a skipped normalisation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import sartm_d2  # noqa: F401  (compat patches before detectron2)
+
+# isort: split
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog
+from detectron2.engine import default_argument_parser
+from detectron2.modeling import build_model
+
+from sartm_d2 import get_sartm_cfg
+from sartm_d2.data import register_all_rgbt
+from sartm_d2.data.datasets import SYNTHETIC_CLASSES
+from sartm_d2.data.synthetic import generate_synthetic_rgbt
+from sartm_d2.engine import main as engine_main
+from sartm_d2.export import (
+    FP16_MIN_AGREEMENT,
+    FP32_MIN_AGREEMENT,
+    InputSizeError,
+    build_export_module,
+    check_parity,
+    create_session,
+    export_geometry,
+    load_parity_samples,
+    read_sidecar,
+)
+from sartm_d2.export.exporter import write_onnx, write_sidecar
+from sartm_d2.export.runtime import require
+from sartm_d2.modeling import load_text_embeddings
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "quick_schedules", "synthetic_instant_test.yaml")
+H, W = 64, 96
+
+
+def _load(path: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 64x96 synthetic set (3 test images), tiny random weights, the config options; restored after."""
+    root = tmp_path_factory.mktemp("d2data")
+    generate_synthetic_rgbt(str(root), seed=2, num_train=1, num_val=1, num_test=3, height=H, width=W)
+    register_all_rgbt(str(root), only=["synthetic"])
+    work = tmp_path_factory.mktemp("export")
+    emb = str(work / "text.pt")
+    torch.save({"embeddings": torch.randn(len(SYNTHETIC_CLASSES), 16), "class_names": SYNTHETIC_CLASSES}, emb)
+    opts = ["MODEL.SARTM.DISTILL.TEACHER", "file", "MODEL.SARTM.DISTILL.EMBEDDINGS_FILE", emb,
+            "OUTPUT_DIR", str(work / "out")]
+    cfg = get_sartm_cfg(CONFIG, opts)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    load_text_embeddings(model, cfg)
+    DetectionCheckpointer(model, save_dir=str(work)).save("model_final")
+    opts += ["MODEL.WEIGHTS", str(work / "model_final.pth")]
+    yield {"root": root, "work": work, "opts": opts}
+    register_all_rgbt(os.getenv("DETECTRON2_DATASETS", "datasets"), only=["synthetic"])
+
+
+@pytest.fixture(scope="module")
+def exported(setup):
+    """tools/export_model.py fp32 with its parity check on DATASETS.TEST (the 3 test images)."""
+    tool = _load("tools/export_model.py", "export_model_tool")
+    out = str(setup["work"] / "onnx")
+    rc = tool.main(["--config-file", CONFIG, "--format", "onnx", "--output", out, *setup["opts"]])
+    assert rc == 0
+    return os.path.join(out, "model.onnx")
+
+
+def test_export_graph_sidecar_and_parity(setup, exported):
+    graph = onnx.load(exported)
+    onnx.checker.check_model(graph, full_check=True)
+    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*graph.graph.input,
+                                                                                  *graph.graph.output]}
+    assert dims == {"image": [1, 4, H, W], "logits": [1, 5, H, W], "labels": [1, H, W]}
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # Prepared for inference: no auxiliary head (not averaged), LoRA merged (no separate A/B products).
+    assert not any("aux_head" in n.name for n in graph.graph.node)
+    assert not any("lora" in i.name.lower() for i in graph.graph.initializer)
+
+    meta = read_sidecar(exported)
+    assert meta["class_names"] == SYNTHETIC_CLASSES and len(meta["colors"]) == 5
+    assert meta["input"]["shape"] == [1, 4, H, W] and meta["thermal_16bit_norm"] == "percentile"
+    assert meta["dtype"] == "fp32" and meta["source"]["config_file"] == CONFIG
+    assert meta["source"]["weights"] == setup["opts"][-1] and len(meta["source"]["weights_sha256"]) == 64
+    assert "INFERENCE_DTYPE: float32" in meta["source"]["config"]
+    parity = meta["parity"]
+    assert parity["passed"] and parity["num_images"] == 3 and parity["miou_against"] == "ground truth"
+    assert parity["pixel_agreement"] >= FP32_MIN_AGREEMENT and parity["max_abs_logit_diff"] < 1e-4
+    assert parity["source"] == "DATASETS.TEST[0] synthetic_rgbt_test"
+
+
+def test_parity_fails_when_the_graph_skips_normalisation(setup, tmp_path):
+    cfg = get_sartm_cfg(CONFIG, setup["opts"])
+    model, module = build_export_module(cfg, H, W)
+    samples = load_parity_samples(DatasetCatalog.get("synthetic_rgbt_test"), "percentile", limit=2)
+    module.pixel_mean.zero_()  # the injected mismatch: raw 0..255 values reach the network
+    module.pixel_std.fill_(1.0)
+    path = str(tmp_path / "model.onnx")
+    write_onnx(module, path)
+    write_sidecar(path, cfg, module.geometry, "fp32", num_classes=5)
+    bad = check_parity(cfg, model, path, samples)
+    assert not bad.passed and "argmax agreement" in bad.failures[0]
+    assert bad.max_abs_logit_diff > 1.0 and bad.pixel_agreement < FP32_MIN_AGREEMENT
+
+
+def test_fp16_export_and_in_graph_resize(setup, tmp_path):
+    """fp16 (converted graph, fp32 I/O) meets its bound; MIN_SIZE_TEST's resize is inside the graph."""
+    tool = _load("tools/export_model.py", "export_model_tool")
+    out = str(tmp_path / "onnx")
+    opts = [*setup["opts"], "INPUT.MIN_SIZE_TEST", "32", "INPUT.MAX_SIZE_TEST", "1000"]
+    rc = tool.main(["--config-file", CONFIG, "--output", out, "--dtype", "fp16", "--parity-images", "2",
+                    *opts])
+    assert rc == 0
+    path = os.path.join(out, "model_fp16.onnx")
+    graph = onnx.load(path)
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.graph.initializer)
+    meta = read_sidecar(path)
+    assert meta["dtype"] == "fp16" and meta["parity"]["pixel_agreement"] >= FP16_MIN_AGREEMENT
+    g = meta["geometry"]
+    sizes = (g["resized_height"], g["resized_width"], g["padded_height"], g["padded_width"])
+    assert sizes == (32, 48, 32, 64)
+
+
+def test_export_errors(setup, exported, monkeypatch, capsys):
+    tool = _load("tools/export_model.py", "export_model_tool")
+    with pytest.raises(ValueError, match="bf16 export is not supported.*unsupported type: tensor"):
+        tool.main(["--config-file", CONFIG, "--output", "x", "--dtype", "bf16", *setup["opts"]])
+    with pytest.raises(SystemExit, match="both --height and --width"):
+        tool.main(["--config-file", CONFIG, "--output", "x", "--height", "64", *setup["opts"]])
+    with pytest.raises(ValueError, match=r"padded to 80x96 with INPUT.SIZE_DIVISIBILITY = 16.*multiple of 3"):
+        export_geometry(70, 96, min_size_test=0, max_size_test=1000, size_divisibility=16)
+    g = export_geometry(480, 640, min_size_test=240, max_size_test=1000, size_divisibility=32)
+    assert (g.resized_height, g.resized_width, g.padded_height, g.padded_width) == (240, 320, 256, 320)
+    with pytest.raises(ValueError, match="No parity image of the export size 32x32"):
+        load_parity_samples(DatasetCatalog.get("synthetic_rgbt_test"), "percentile", 2, size=(32, 32))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match=r"pip install 'sartm-d2\[deploy\]'"):
+        require("onnxruntime")
+    with pytest.raises(ImportError, match="onnxruntime"):
+        create_session(exported)
+
+
+def test_package_imports_without_onnx():
+    """The core package and sartm_d2.export import with onnx/onnxruntime absent (imported on use)."""
+    code = ("import sys; sys.modules['onnx'] = sys.modules['onnxruntime'] = None\n"
+            "import sartm_d2, sartm_d2.export, sartm_d2.engine\n"
+            "try:\n    sartm_d2.export.create_session('x.onnx')\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert "pip install 'sartm-d2[deploy]'" in out.stdout
+
+
+def _demo_cli(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "demo"))
+    spec = importlib.util.spec_from_file_location("sartm_demo_cli", os.path.join(ROOT, "demo", "demo.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli
+
+
+def test_demo_on_onnx(setup, exported, tmp_path, monkeypatch):
+    cli = _demo_cli(monkeypatch)
+    records = DatasetCatalog.get("synthetic_rgbt_test")[:2]
+    images = [r["file_name"] for r in records]  # 4-channel RGBT PNGs
+    torch_out = cli.main(["--config-file", CONFIG, "--input", *images, "--output", str(tmp_path / "pt"),
+                          "--opts", *setup["opts"]])
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("--onnx must not build a PyTorch model")
+
+    monkeypatch.setattr(sys.modules["predictor"], "build_inference_model", no_model)
+    onnx_out = cli.main(["--onnx", exported, "--input", *images, "--output", str(tmp_path / "onnx")])
+    assert [os.path.basename(p) for p in onnx_out] == [os.path.basename(p) for p in torch_out]
+    for a, b in zip(torch_out, onnx_out):  # same argmax, same panels
+        np.testing.assert_array_equal(cv2.imread(a), cv2.imread(b))
+
+    # Streams: a folder of RGBT frames, one PNG panel per frame.
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, path in enumerate(images):
+        os.symlink(path, frames / f"{i:03d}.png")
+    written = cli.main(["--onnx", exported, "--video-input", str(frames), "--output", str(tmp_path / "v")])
+    assert len(written) == 2 and all(cv2.imread(p).shape == (H, 3 * W, 3) for p in written)
+
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), cv2.imread(images[0], cv2.IMREAD_UNCHANGED)[:, :90])
+    with pytest.raises(InputSizeError, match=r"small\.png.*64x90 \(HxW\), but .*model\.onnx.*for 64x96"):
+        cli.main(["--onnx", exported, "--input", str(small), "--output", str(tmp_path / "err")])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--onnx", exported, "--config-file", CONFIG, "--input", images[0], "--output", "x"])
+
+
+class _Tables(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        if "Semantic segmentation results" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+def test_eval_onnx_gives_the_eval_only_table(setup, exported):
+    tables = _Tables()
+    evaluation_logger = logging.getLogger("sartm_d2.evaluation.sem_seg_evaluation")
+    evaluation_logger.addHandler(tables)
+    level = evaluation_logger.level
+    evaluation_logger.setLevel(logging.INFO)
+    try:
+        work = setup["work"]
+        opts = [*setup["opts"], "OUTPUT_DIR", str(work / "eval_pt")]
+        args = default_argument_parser().parse_args(["--config-file", CONFIG, "--eval-only", *opts])
+        torch_results = engine_main(args)
+        tool = _load("tools/eval_onnx.py", "eval_onnx_tool")
+        onnx_results = tool.main(["--config-file", CONFIG, "--onnx", exported,
+                                  "--output", str(work / "eval_onnx"), *setup["opts"]])
+    finally:
+        evaluation_logger.removeHandler(tables)
+        evaluation_logger.setLevel(level)
+    assert json.dumps(onnx_results) == json.dumps(torch_results)
+    assert len(tables.messages) == 2 and tables.messages[0] == tables.messages[1]
+    name = "synthetic_rgbt_test"
+    a = json.loads((work / "eval_pt" / "inference" / name / "sem_seg_results.json").read_text())
+    b = json.loads((work / "eval_onnx" / name / "sem_seg_results.json").read_text())
+    assert a == b
