@@ -214,10 +214,15 @@ def find_inputs(
 def load_pair(item: RGBTInput, thermal_16bit_norm: str = "percentile"):
     """Read a pair exactly like the data loader: (rgb uint8 HxWx3, thermal float32 HxW in 0..255);
     the missing image of a single-modality input is None."""
-    if item.rgb_path is None:
-        return None, read_thermal(item.thermal_path, thermal_16bit_norm)
-    if item.thermal_path is None:
-        return read_rgb(item.rgb_path), None
+    if item.rgb_path is None or item.thermal_path is None:
+        path = item.thermal_path if item.rgb_path is None else item.rgb_path
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if img is not None and img.ndim == 3 and img.shape[2] == 4:  # an RGBT image: keep one stream
+            rgb, thermal = read_rgbt({"file_name": path, "thermal_file_name": path}, thermal_16bit_norm)
+            return (None, thermal) if item.rgb_path is None else (rgb, None)
+        if item.rgb_path is None:
+            return None, read_thermal(path, thermal_16bit_norm)
+        return read_rgb(path), None
     if item.thermal_path == item.rgb_path:
         img = cv2.imread(item.rgb_path, cv2.IMREAD_UNCHANGED)
         if img is not None and (img.ndim != 3 or img.shape[2] != 4):

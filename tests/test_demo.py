@@ -314,6 +314,11 @@ def test_demo_with_one_camera(demo, layouts, tmp_path, caplog):
     written = cli.main(["--config-file", config, "--modality", "rgb", "--input", rgb_dir, "--output",
                         str(tmp_path / "rgb_only"), *opts])
     assert (cv2.imread(written[0])[:, W:2 * W] == 96).mean() > 0.9  # the thermal panel is the grey one
+    # A 4-channel RGBT image with one camera: its other stream is dropped, as the loader reads it.
+    rgbt_item = predictor_mod.find_inputs([layouts["rgbt"][0]], modality="thermal")[0]
+    _, thermal_only = predictor_mod.load_pair(rgbt_item)
+    both = predictor_mod.load_pair(predictor_mod.find_inputs([layouts["rgbt"][0]])[0])
+    np.testing.assert_array_equal(thermal_only, both[1])
     with pytest.raises(SystemExit):
         cli.main(["--config-file", config, "--modality", "thermal", "--video-input", thermal_dir,
                   "--output", "y", *opts])
