@@ -57,6 +57,7 @@ from detectron2.utils.logger import setup_logger
 
 from sartm_d2 import get_sartm_cfg
 from sartm_d2.data import import_user_module
+from sartm_d2.data.degradations import MODALITIES
 from sartm_d2.export import InputSizeError, read_sidecar
 
 logger = logging.getLogger("sartm_d2.demo")
@@ -92,7 +93,7 @@ def get_parser():
     )
     parser.add_argument(
         "--modality",
-        choices=["rgbt", "rgb", "thermal"],
+        choices=MODALITIES,
         default="rgbt",
         help="one camera only (failed, blinded or absent): --input images are RGB (rgb) or thermal "
         "(thermal) images alone; the other stream is not computed. Needs a model trained with modality "

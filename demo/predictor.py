@@ -46,6 +46,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import Visualizer
 
 from sartm_d2.data import get_classes
+from sartm_d2.data.degradations import MODALITIES
 from sartm_d2.data.io import read_rgb, read_rgbt, read_thermal
 from sartm_d2.engine import build_inference_model
 from sartm_d2.export import OnnxSegmenter
@@ -78,11 +79,6 @@ class RGBTInput:
     name: str
     rgb_path: str | None
     thermal_path: str | None
-
-    @property
-    def modalities(self) -> str:
-        """"rgbt", "rgb" or "thermal": the model input's "modalities"."""
-        return "thermal" if self.rgb_path is None else "rgb" if self.thermal_path is None else "rgbt"
 
     def record(self) -> dict:
         """The dataset-record fields that ``sartm_d2.data.io.read_rgbt`` reads."""
@@ -168,8 +164,8 @@ def find_inputs(
     """
     if not inputs:
         raise ValueError("No input given: pass --input with image files or folders.")
-    if modality not in ("rgbt", "rgb", "thermal"):
-        raise ValueError(f"modality must be 'rgbt', 'rgb' or 'thermal', got {modality!r}.")
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}.")
     items: list[RGBTInput] = []
     if modality != "rgbt":
         if thermal:

@@ -77,6 +77,7 @@ from sartm_d2.benchmark.report import (
     load_targets,
     method_notes,
 )
+from sartm_d2.data.degradations import MODALITIES
 
 logger = logging.getLogger("sartm_d2.tools.benchmark")
 
@@ -317,7 +318,7 @@ def get_parser() -> argparse.ArgumentParser:
     add("--modes", nargs="+", choices=MODES,
         help="eager; compiled (torch.compile); cudagraphs (torch.compile mode reduce-overhead: CUDA, "
              "inference only) (default: eager compiled)")
-    add("--modalities", nargs="+", choices=["rgbt", "rgb", "thermal"], default=["rgbt"],
+    add("--modalities", nargs="+", choices=MODALITIES, default=["rgbt"],
         help="inputs of 'infer' and 'flops': both streams, or one (the other is not computed) "
              "(default: rgbt)")
     add("--device", help="cpu or cuda (default: cuda when available)")

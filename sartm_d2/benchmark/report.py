@@ -81,15 +81,19 @@ def _check_keys(found: dict, expected, path: Path, where: str) -> None:
         raise BenchmarkDataError(f"{path}: {where} must have exactly {sorted(expected)}, has {have}")
 
 
+def _check_setting(data: dict, path: Path, keys: tuple[str, ...]) -> None:
+    setting = _get(data, "setting", path)
+    for key in keys:
+        if not isinstance(_get(setting, key, path, "setting."), str):
+            raise BenchmarkDataError(f"{path}: setting.{key} must be a string")
+
+
 def load_targets(path: str | Path | None = None) -> dict:
     """``benchmarks/targets.json``, checked: ``setting`` (size, resolution) and, per key of
     ``TARGET_NAMES``, exactly one numeric bound (``min`` or ``max``) and a ``source``."""
     path = Path(path or TARGETS_FILE)
     data = _read(path)
-    setting = _get(data, "setting", path)
-    for key in ("size", "resolution"):
-        if not isinstance(_get(setting, key, path, "setting."), str):
-            raise BenchmarkDataError(f"{path}: setting.{key} must be a string")
+    _check_setting(data, path, ("size", "resolution"))
     targets = _get(data, "targets", path)
     _check_keys(targets, TARGET_NAMES, path, "'targets'")
     for key, t in targets.items():
@@ -105,10 +109,7 @@ def load_official_release(path: str | Path | None = None) -> dict:
     figures of ``OFFICIAL_FIGURES``, each a ``value`` with a ``source``."""
     path = Path(path or OFFICIAL_RELEASE_FILE)
     data = _read(path)
-    setting = _get(data, "setting", path)
-    for key in ("size", "resolution", "dtype"):
-        if not isinstance(_get(setting, key, path, "setting."), str):
-            raise BenchmarkDataError(f"{path}: setting.{key} must be a string")
+    _check_setting(data, path, ("size", "resolution", "dtype"))
     figures = _get(data, "figures", path)
     _check_keys(figures, OFFICIAL_FIGURES, path, "'figures'")
     for key, fig in figures.items():

@@ -11,7 +11,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 
-from .degradations import DEGRADATION_KINDS, LEVELS, degrade, parse_setting
+from .degradations import DEGRADATION_KINDS, LEVELS, MODALITIES, degrade, parse_setting
 from .io import check_label_values, read_label, read_rgbt, remap_background
 
 __all__ = ["RGBTDatasetMapper"]
@@ -204,7 +204,7 @@ class RGBTDatasetMapper:
             modalities = "rgbt"
             if self.modality_cdf[0] < 1.0:  # no draw without dropout: the random stream stays as it was
                 choice = int(np.searchsorted(self.modality_cdf[:2], np.random.rand(), side="right"))
-                modalities = ("rgbt", "rgb", "thermal")[choice]
+                modalities = MODALITIES[choice]  # the order of modality_probs
             degrade_one = self.degradation_prob > 0 and modalities == "rgbt"
             if degrade_one and np.random.rand() < self.degradation_prob:
                 which = ("rgb", "thermal")[np.random.randint(2)]

@@ -22,7 +22,10 @@ import zlib
 import cv2
 import numpy as np
 
-__all__ = ["DEGRADATION_KINDS", "LEVELS", "degrade", "expand_settings", "parse_setting", "setting_names"]
+__all__ = [
+    "DEGRADATION_KINDS", "LEVELS", "MODALITIES", "degrade", "expand_settings", "parse_setting",
+    "setting_names",
+]
 
 MODALITIES = ("rgbt", "rgb", "thermal")
 DEGRADATION_KINDS = ("noise", "blur", "dark", "bright")
