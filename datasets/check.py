@@ -30,8 +30,9 @@ import sartm_d2  # noqa: F401  (first: detectron2 compatibility fixes; registers
 # isort: split
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from sartm_d2.data.datasets import import_user_module, scan_split
+from sartm_d2.data import scan_split
 from sartm_d2.data.io import check_label_values, read_label, read_rgbt
+from sartm_d2.utils.env import import_user_module
 
 logger = logging.getLogger("sartm_d2.check")
 

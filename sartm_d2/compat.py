@@ -14,13 +14,20 @@ once, before any detectron2 module is imported (``sartm_d2/__init__.py`` imports
 
 A detectron2 built from source with its ops keeps its real ``_C``: the stand-in is only installed
 when the real one cannot be imported. Every patch only adds a missing name; nothing is replaced.
+
+4. Dependencies warn at import about their own code, which no user of this project can act on, so
+   every command line would start with them. Each known warning is silenced here, and only where it
+   arises: matched by category, message and the module that warns (see ``KNOWN_IMPORT_WARNINGS``
+   and ``KNOWN_LAZY_WARNINGS``). Any other warning, ours included, is shown as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import types
+import warnings
 
 _NUMPY_ALIASES = {"int": int, "float": float, "bool": bool, "object": object, "str": str, "complex": complex}
 
@@ -62,8 +69,6 @@ def _patch_pillow() -> list[str]:
 
 
 def _patch_numpy() -> list[str]:
-    import warnings
-
     import numpy as np
 
     added = []
@@ -99,4 +104,40 @@ def apply() -> list[str]:
     return _patch_pillow() + _patch_numpy() + _patch_detectron2_c()
 
 
+# (category, message regex, regex of the module the warning is attributed to, modules whose first
+# import emits it). These are imported here, under the filter, so the filter ends with the import.
+KNOWN_IMPORT_WARNINGS = (
+    # fvcore/nn/focal_loss.py and detectron2/modeling/box_regression.py call torch.jit.script at
+    # import; torch >= 2.9 deprecates it (the warning is raised inside torch.jit._script).
+    (FutureWarning, r"`torch\.jit\.script` is deprecated", r"torch\.jit\._script",
+     ("fvcore.nn", "detectron2.modeling")),
+)
+# (category, message regex, module regex): imports that happen on first use inside a dependency,
+# so their filter stays installed; the module regex keeps it to that one import.
+KNOWN_LAZY_WARNINGS = (
+    # openai-clip's clip/clip.py runs `from pkg_resources import packaging` (setuptools >= 80.9 warns).
+    (UserWarning, r"pkg_resources is deprecated as an API", r"clip\.clip"),
+)
+
+
+@contextlib.contextmanager
+def _ignoring(known):
+    with warnings.catch_warnings():
+        for category, message, module, *_ in known:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module + r"\Z")
+        yield
+
+
+def quiet_dependency_imports() -> None:
+    """Import the modules of ``KNOWN_IMPORT_WARNINGS`` with exactly those warnings ignored, and
+    install the filters of ``KNOWN_LAZY_WARNINGS``. A module imported before this already warned."""
+    with _ignoring(KNOWN_IMPORT_WARNINGS):
+        for *_, modules in KNOWN_IMPORT_WARNINGS:
+            for name in modules:
+                importlib.import_module(name)
+    for category, message, module in KNOWN_LAZY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module + r"\Z")
+
+
 PATCHED = apply()
+quiet_dependency_imports()

@@ -1,15 +1,17 @@
-"""RGB-T data: file reading (``io``), dataset registration (``datasets``), the synthetic set and the mapper.
+"""RGB-T data: file reading (``io``), datasets (``datasets``: the folder loader, the built-in sets'
+metadata and registration), the synthetic set and the mapper.
 
 Importing this package registers every built-in RGB-T dataset under ``$DETECTRON2_DATASETS``
-(lazily); ``register_rgbt_sem_seg`` registers your own.
+(lazily); ``register_rgbt_sem_seg`` registers your own. ``import_user_module`` lives in
+``sartm_d2.utils.env`` and stays importable from here.
 """
 
+from ..utils.env import import_user_module
 from . import datasets  # noqa: F401  (registers all RGB-T datasets)
 from .dataset_mapper import RGBTDatasetMapper
 from .datasets import (
     default_palette,
     get_classes,
-    import_user_module,
     load_rgbt_sem_seg,
     load_rgbt_split,
     register_all_rgbt,

