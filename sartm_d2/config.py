@@ -27,10 +27,36 @@ def add_sartm_config(cfg):
     cfg.INPUT.MODALITY_DROPOUT.BOTH = 1.0
     cfg.INPUT.MODALITY_DROPOUT.RGB_ONLY = 0.0
     cfg.INPUT.MODALITY_DROPOUT.THERMAL_ONLY = 0.0
-    # Probability (0..1) that a training sample with both modalities gets one of them degraded (noise,
-    # blur, darkness or glare at a random level; sartm_d2/data/degradations.py), so that the fusion
+    # Share (0..1) of the dropped samples whose dropped camera still sends frames, flat at a random level
+    # (a dead or frozen sensor): the stream is computed and the fusion must see from the stream itself
+    # that it carries nothing (the trust supervision teaches it), instead of being told it is absent.
+    cfg.INPUT.MODALITY_DROPOUT.DEAD_FRAME = 0.0
+    # Curriculum of the corruptions, (start, end) iterations: modality dropout, degradation and thermal
+    # photometric augmentation are off before `start` and their probabilities grow linearly to the set
+    # values at `end`, so that the fused path learns first. (0, 0): the set values from the start.
+    cfg.INPUT.CORRUPTION_RAMP = (0, 0)
+    # Probability (0..1) that a training sample with both modalities gets one of them degraded (a family
+    # of DEGRADATION_AUG_KINDS at a random level; sartm_d2/data/degradations.py), so that the fusion
     # learns when not to trust a stream. 0 = off.
     cfg.INPUT.DEGRADATION_AUG_PROB = 0.0
+    # The degradation families training may use (the held-out protocol: evaluation marks every other
+    # family "unseen"): any of noise, blur, dark, bright (RGB or thermal), shift, rotate, stripe, hotspot
+    # (thermal), fog, glare (RGB), occlude, jpeg (RGB or thermal).
+    cfg.INPUT.DEGRADATION_AUG_KINDS = ("noise", "blur", "dark", "bright")
+    # Per-image normalisation of the (8- or 16-bit) thermal channel, inside the model so that training,
+    # evaluation, the demo and the exported graph apply it identically: "none" (the fixed
+    # MODEL.PIXEL_MEAN/STD only, the paper) or "percentile" (each image's 1st..99th percentile mapped
+    # to 64..192 first, leaving headroom for the hottest few percent: invariant to the gain and offset
+    # that AGC changes from frame to frame; sartm_d2.modeling.meta_arch.robust_thermal_stretch).
+    cfg.INPUT.THERMAL_NORM = "none"
+    # Thermal photometric augmentation in training: with probability PROB, the thermal image gets a
+    # random gain, offset (0..255 units) and gamma drawn uniformly from these ranges (AGC, camera
+    # makes). 0 = off. Gain and offset are invisible to INPUT.THERMAL_NORM "percentile"; gamma is not.
+    cfg.INPUT.THERMAL_PHOTOMETRIC = CN()
+    cfg.INPUT.THERMAL_PHOTOMETRIC.PROB = 0.0
+    cfg.INPUT.THERMAL_PHOTOMETRIC.GAIN = (0.5, 2.0)
+    cfg.INPUT.THERMAL_PHOTOMETRIC.OFFSET = (-40.0, 40.0)
+    cfg.INPUT.THERMAL_PHOTOMETRIC.GAMMA = (0.67, 1.5)
     # Photometric jitter (brightness/contrast/saturation) applied to the RGB image only during training.
     cfg.INPUT.COLOR_AUG = True
     # Brightness/contrast jitter of the thermal image during training (off: thermal is a measurement).
@@ -55,7 +81,8 @@ def add_sartm_config(cfg):
     cfg.MODEL.SAM2 = CN()
     # Hiera size: "t", "s", "b+", "l" (SAM2's sizes) or "custom" (the CUSTOM node; tests, ablations).
     cfg.MODEL.SAM2.SIZE = "b+"
-    # Local path of an official sam2_hiera_*.pt / sam2.1_hiera_*.pt; "" builds with random weights.
+    # Local path or https:// URL (downloaded once and cached, SHA-256 checked for the official files;
+    # README "Weights") of an official sam2_hiera_*.pt / sam2.1_hiera_*.pt; "" builds with random weights.
     cfg.MODEL.SAM2.CHECKPOINT = ""
     # Channels of the FpnNeck and of the mask decoder's transformer (256 for official checkpoints).
     cfg.MODEL.SAM2.D_MODEL = 256
@@ -83,12 +110,33 @@ def add_sartm_config(cfg):
     cfg.MODEL.SARTM.LORA.DROPOUT = 0.0
     # Per-level cross-modal fusion, a name in FUSION_REGISTRY: "average" (learned weighted average),
     # "cmx" (FRM + FFM), "language" (per-pixel modality weights from text affinity), "paper"
-    # (weighted average + FRM/FFM, the paper's fusion step), or a fusion you registered.
+    # (weighted average + FRM/FFM, the paper's fusion step), "reliability", or a fusion you registered.
+    # "reliability" is "paper" behind a per-level trust gate: each stream is blended, per location,
+    # with its learned "absent" embedding by a trust in 0..1 estimated from both streams; the model
+    # then reports per image how far it trusts each camera ("trust" in its output).
     cfg.MODEL.SARTM.FUSION = "paper"
     # The "paper" fusion's weighted average is language-guided (needs the text embeddings): True
     # (the paper) / False (ablation "without language", with DISTILL.ENABLED False). Only this key
     # changes the fusion's architecture; the distillation switch does not.
     cfg.MODEL.SARTM.FUSION_LANGUAGE = True
+    # Consistency (self-distillation, as CRM_RGBTSeg): a training sample whose input was degraded or lost
+    # a modality is also fed clean, in the same batched pass; the clean fused prediction (no gradient)
+    # is distilled into the corrupted one by a per-pixel KL at TEMPERATURE, weighted by LOSS_WEIGHT
+    # (>= 0; 0 = off, no clean copy). The clean copies are supervised by the labels too.
+    cfg.MODEL.SARTM.CONSISTENCY = CN()
+    cfg.MODEL.SARTM.CONSISTENCY.LOSS_WEIGHT = 0.0
+    cfg.MODEL.SARTM.CONSISTENCY.TEMPERATURE = 1.0
+    # With a fusion that estimates trust ("reliability"): weight (>= 0; 0 = off) of the trust supervision
+    # on the same clean copies: a stream's trust should be how similar its features stay to those of
+    # the clean input (cosine per location; losses.trust_fidelity_loss), so that the trust the model
+    # reports means "this camera's picture still carries its usual information".
+    cfg.MODEL.SARTM.CONSISTENCY.TRUST_WEIGHT = 0.0
+    # With clean copies, the segmentation losses (main, aux) of the clean batch and of the corrupted
+    # samples are computed apart: the clean batch's are the plain model's, the corrupted ones are added
+    # as "*_corrupted" times this weight (>= 0), so they do not dilute the fused path's gradient.
+    # 0.25 measured best on the synthetic set (benchmarks/RESULTS.md: fused 75.4 against 74.8 with the
+    # batches mixed, RGB alone 46.1 against 42.6 with 0 and the consistency loss doubled).
+    cfg.MODEL.SARTM.CONSISTENCY.CORRUPTED_LOSS_WEIGHT = 0.25
     # CMX FRM/FFM hyper-parameters: channel reduction of the rectification MLPs, FFM heads.
     cfg.MODEL.SARTM.CMX_REDUCTION = 1
     cfg.MODEL.SARTM.CMX_NUM_HEADS = 8
@@ -127,7 +175,8 @@ def add_sartm_config(cfg):
     cfg.MODEL.SARTM.DISTILL.TEACHER = "clip"
     # CLIP architecture of CLIP_WEIGHTS: "ViT-B/32", "ViT-B/16", "ViT-L/14", "RN50", ...
     cfg.MODEL.SARTM.DISTILL.CLIP_MODEL = "ViT-B/32"
-    # Local path of the CLIP state dict (Base-SARTM.yaml: weights/clip/ViT-B-32.pt).
+    # Local path or https:// URL (downloaded once, SHA-256 from the URL checked) of the CLIP state dict
+    # (Base-SARTM.yaml: weights/clip/ViT-B-32.pt).
     cfg.MODEL.SARTM.DISTILL.CLIP_WEIGHTS = ""
     # Prompt template for class names; "{}" is replaced by the name ("" = the bare name).
     cfg.MODEL.SARTM.DISTILL.TEMPLATE = "a photo of a {}."
@@ -153,9 +202,10 @@ def add_sartm_config(cfg):
 
     # ---------------------------------------------------------------- test
     # Input settings evaluated by the final test and --eval-only (periodic validation uses "rgbt"):
-    # "rgbt", "rgb", "thermal" (one stream missing) and "<rgb|thermal>-<noise|blur|dark|bright>-<1|2|3>"
-    # (one stream degraded; sartm_d2/data/degradations.py), or the shorthands "missing" (the first
-    # three) and "all" (all 27). With more than one, each goes to
+    # "rgbt", "rgb", "thermal" (one stream missing) and "<rgb|thermal>-<kind>-<1|2|3>" (one stream
+    # degraded; the kinds of INPUT.DEGRADATION_AUG_KINDS, sartm_d2/data/degradations.py), or the
+    # shorthands "missing" (the first three), "all" (every setting), "seen" / "unseen" (the families
+    # INPUT.DEGRADATION_AUG_KINDS trains on / all others). With more than one, each goes to
     # OUTPUT_DIR/inference/<dataset>/<setting>/ and the log gets one table of all of them.
     cfg.TEST.MODALITIES = ("rgbt",)
     # Also report results per condition (MFNet day/night) when records carry "condition".

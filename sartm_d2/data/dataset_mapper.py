@@ -11,7 +11,15 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 
-from .degradations import DEGRADATION_KINDS, LEVELS, MODALITIES, degrade, parse_setting
+from .degradations import (
+    KIND_MODALITIES,
+    LEGACY_KINDS,
+    LEVELS,
+    MODALITIES,
+    check_kinds,
+    degrade,
+    parse_setting,
+)
 from .io import check_label_values, read_label, read_rgbt, remap_background
 
 __all__ = ["RGBTDatasetMapper"]
@@ -24,11 +32,23 @@ _COLOR_JITTER = (0.8, 1.2)
 _THERMAL_JITTER = (0.9, 1.1)
 
 
+def _thermal_photometric(thermal: np.ndarray, gain: float, offset: float, gamma: float) -> np.ndarray:
+    """AGC-like change of an 8-bit-range thermal image: gamma on 0..1, then gain and offset, clipped."""
+    curved = 255.0 * np.power(np.clip(thermal, 0.0, 255.0) / 255.0, gamma)
+    return np.clip(curved * gain + offset, 0.0, 255.0).astype(np.float32)
+
+
 def _degrade_one(rgb, thermal, which: str, kind: str, level: int, key: str):
     """(rgb, thermal) with the ``which`` one degraded (``sartm_d2.data.degradations.degrade``)."""
     if which == "rgb":
         return degrade(rgb, kind, level, seed_key=key), thermal
     return rgb, degrade(thermal, kind, level, seed_key=key)
+
+
+def _to_chw(rgb: np.ndarray, thermal: np.ndarray) -> torch.Tensor:
+    """float32 (4, H, W) R, G, B, T tensor of an RGB and a thermal image."""
+    image = np.concatenate([rgb, thermal[:, :, None]], axis=2).astype(np.float32, copy=False)
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 class RGBTDatasetMapper:
@@ -45,15 +65,19 @@ class RGBTDatasetMapper:
        returned transforms are applied to the thermal image. RGB and thermal are both float32 here,
        so both are resized by the same bilinear interpolation (detectron2 would use PIL for
        uint8 and torch for float, two different filters) while the label uses nearest.
-    4. Photometric augmentation after geometry: ``color_augmentations`` on RGB only and
-       ``thermal_augmentations`` on thermal only; both clipped back to 0..255.
+    4. Photometric augmentation after geometry: ``color_augmentations`` on RGB only,
+       ``thermal_augmentations`` and the AGC-like ``thermal_photometric`` (gain, offset, gamma) on
+       thermal only; all clipped back to 0..255.
     5. Which modalities the model sees ("modalities": "rgbt", "rgb" or "thermal"): in training drawn
        per sample with ``modality_probs`` (modality dropout; the loader seeds the draw by the
-       sample's position, so it is reproducible and resumes exactly); at test time the
-       ``setting``'s, which may also degrade one modality (``sartm_d2.data.degradations``).
+       sample's position, so it is reproducible and resumes exactly), and a sample with both may get
+       one degraded by a family of ``degradation_kinds``; at test time the ``setting``'s, which may
+       also degrade one modality (``sartm_d2.data.degradations``).
     6. Output: the record's fields plus "image" (float32 4 x H x W: R, G, B, T in 0..255),
        "sem_seg" (int64 H x W, when a label exists), "modalities", "height" and "width" (the
-       ORIGINAL size, which is what ``sem_seg_postprocess`` resizes predictions to).
+       ORIGINAL size, which is what ``sem_seg_postprocess`` resizes predictions to). With
+       ``keep_clean``, a training sample that was degraded or lost a modality also carries
+       "clean_image", the same image before that (the consistency loss's teacher input).
     """
 
     @configurable
@@ -69,7 +93,12 @@ class RGBTDatasetMapper:
         background_as_ignore: bool = False,
         ignore_label: int = 255,
         modality_probs: Sequence[float] = (1.0, 0.0, 0.0),
+        dead_frame_prob: float = 0.0,
         degradation_prob: float = 0.0,
+        degradation_kinds: Sequence[str] = LEGACY_KINDS,
+        thermal_photometric: dict | None = None,
+        keep_clean: bool = False,
+        corruption_ramp: Sequence[int] = (0, 0),
         setting: str = "rgbt",
     ):
         """
@@ -85,9 +114,20 @@ class RGBTDatasetMapper:
             ignore_label: the "ignore" value of the label files and of the output.
             modality_probs: training: probabilities that a sample keeps both modalities, RGB only or
                 thermal only (INPUT.MODALITY_DROPOUT.{BOTH, RGB_ONLY, THERMAL_ONLY}).
+            dead_frame_prob: training: probability that a dropped camera is instead sent as a flat frame
+                at a random level, both streams computed (INPUT.MODALITY_DROPOUT.DEAD_FRAME).
             degradation_prob: training: probability that a sample with both modalities gets one of them
                 degraded (random modality, kind and level of ``sartm_d2.data.degradations``), so
                 that the fusion learns when not to trust a stream (INPUT.DEGRADATION_AUG_PROB).
+            degradation_kinds: the families that augmentation draws from (INPUT.DEGRADATION_AUG_KINDS);
+                each (camera, family) pair it applies to is equally likely, the level uniform.
+            thermal_photometric: training: {"prob", "gain", "offset", "gamma"} (probability and
+                (low, high) ranges, INPUT.THERMAL_PHOTOMETRIC), or None (off).
+            keep_clean: training: attach "clean_image" to degraded or modality-dropped samples
+                (MODEL.SARTM.CONSISTENCY.LOSS_WEIGHT or TRUST_WEIGHT > 0).
+            corruption_ramp: training: (start, end) iterations over which the probabilities of modality
+                dropout, degradation and thermal photometric augmentation grow from 0 to their values
+                (INPUT.CORRUPTION_RAMP; the loader passes ``iteration``); (0, 0) = no ramp.
             setting: inference: the input setting (TEST.MODALITIES entry), e.g. "rgb", "rgb-noise-2".
         """
         self.is_train = is_train
@@ -105,9 +145,37 @@ class RGBTDatasetMapper:
                 f"to 1, got {list(modality_probs)}."
             )
         self.modality_cdf = np.cumsum(probs)
+        if not 0.0 <= dead_frame_prob <= 1.0:
+            raise ValueError(f"INPUT.MODALITY_DROPOUT.DEAD_FRAME must be in [0, 1], got {dead_frame_prob}.")
+        self.dead_frame_prob = dead_frame_prob
         if not 0.0 <= degradation_prob <= 1.0:
             raise ValueError(f"INPUT.DEGRADATION_AUG_PROB must be in [0, 1], got {degradation_prob}.")
         self.degradation_prob = degradation_prob
+        kinds = check_kinds(degradation_kinds)
+        if degradation_prob > 0 and not kinds:
+            raise ValueError(
+                "INPUT.DEGRADATION_AUG_PROB > 0 needs at least one INPUT.DEGRADATION_AUG_KINDS family."
+            )
+        self.degradation_choices = [
+            (m, k) for m in ("rgb", "thermal") for k in kinds if m in KIND_MODALITIES[k]
+        ]
+        tp = thermal_photometric if thermal_photometric and thermal_photometric["prob"] > 0 else None
+        self.thermal_photometric = tp
+        if tp is not None:
+            ranges_ok = all(len(tp[k]) == 2 and tp[k][0] <= tp[k][1] for k in ("gain", "offset", "gamma"))
+            if not (0.0 <= tp["prob"] <= 1.0 and ranges_ok and tp["gain"][0] > 0 and tp["gamma"][0] > 0):
+                raise ValueError(
+                    "INPUT.THERMAL_PHOTOMETRIC: PROB must be in [0, 1] and GAIN, OFFSET, GAMMA (low, high) "
+                    "ranges "
+                    f"with low <= high (GAIN and GAMMA > 0), got {tp}."
+                )
+        self.keep_clean = keep_clean
+        start, end = (int(v) for v in corruption_ramp)
+        if not 0 <= start <= end:
+            raise ValueError(
+                f"INPUT.CORRUPTION_RAMP must be (start, end) with 0 <= start <= end, got {corruption_ramp}."
+            )
+        self.corruption_ramp = (start, end)
         self.setting = setting
         self.modalities, self.degradation = parse_setting(setting)
         mode = "training" if is_train else "inference"
@@ -154,6 +222,7 @@ class RGBTDatasetMapper:
             augs.append(T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice"))
         background_as_ignore = cfg.DATASETS.BACKGROUND_AS_IGNORE
         dropout = cfg.INPUT.MODALITY_DROPOUT
+        tp = cfg.INPUT.THERMAL_PHOTOMETRIC
         return {
             "is_train": is_train,
             "setting": setting,
@@ -165,11 +234,36 @@ class RGBTDatasetMapper:
             "background_as_ignore": background_as_ignore,
             "ignore_label": ignore,
             "modality_probs": (dropout.BOTH, dropout.RGB_ONLY, dropout.THERMAL_ONLY),
+            "dead_frame_prob": dropout.DEAD_FRAME,
             "degradation_prob": cfg.INPUT.DEGRADATION_AUG_PROB if is_train else 0.0,
+            "degradation_kinds": tuple(cfg.INPUT.DEGRADATION_AUG_KINDS),
+            "thermal_photometric": {
+                "prob": tp.PROB if is_train else 0.0, "gain": tuple(tp.GAIN), "offset": tuple(tp.OFFSET),
+                "gamma": tuple(tp.GAMMA),
+            },
+            "keep_clean": is_train and (cfg.MODEL.SARTM.CONSISTENCY.LOSS_WEIGHT > 0
+                                        or cfg.MODEL.SARTM.CONSISTENCY.TRUST_WEIGHT > 0),
+            "corruption_ramp": tuple(cfg.INPUT.CORRUPTION_RAMP),
         }
 
-    def __call__(self, dataset_dict: dict) -> dict:
+    @property
+    def uses_iteration(self) -> bool:
+        """Whether ``__call__`` wants the training iteration (a corruption ramp is set)."""
+        return self.is_train and self.corruption_ramp[1] > 0
+
+    def _ramp(self, iteration: int | None) -> float:
+        """Fraction (0..1) of the corruption probabilities in force at ``iteration``."""
+        start, end = self.corruption_ramp
+        if iteration is None or end == 0 or iteration >= end:
+            return 1.0
+        if iteration < start:
+            return 0.0
+        return (iteration - start + 1) / (end - start + 1)
+
+    def __call__(self, dataset_dict: dict, iteration: int | None = None) -> dict:
+        """Map one record; ``iteration`` (training, given by the loader) drives INPUT.CORRUPTION_RAMP."""
         dataset_dict = copy.deepcopy(dataset_dict)
+        ramp = self._ramp(iteration)
         rgb, thermal = read_rgbt(dataset_dict, self.thermal_16bit_norm)
         height, width = rgb.shape[:2]
 
@@ -199,18 +293,37 @@ class RGBTDatasetMapper:
             thermal_input = T.AugInput(np.ascontiguousarray(thermal))
             self.thermal_augmentations(thermal_input)
             thermal = np.clip(thermal_input.image, 0.0, 255.0)
+        tp = self.thermal_photometric
+        if self.is_train and tp is not None and np.random.rand() < ramp * tp["prob"]:
+            gain, offset, gamma = (np.random.uniform(*tp[k]) for k in ("gain", "offset", "gamma"))
+            thermal = _thermal_photometric(thermal, gain, offset, gamma)
 
+        clean = None
         if self.is_train:
             modalities = "rgbt"
             if self.modality_cdf[0] < 1.0:  # no draw without dropout: the random stream stays as it was
-                choice = int(np.searchsorted(self.modality_cdf[:2], np.random.rand(), side="right"))
+                cdf = self.modality_cdf[:2]
+                if ramp < 1.0:  # the ramp scales the dropped share
+                    cdf = 1.0 - ramp * (1.0 - cdf)
+                choice = int(np.searchsorted(cdf, np.random.rand(), side="right"))
                 modalities = MODALITIES[choice]  # the order of modality_probs
+            dead = modalities != "rgbt" and np.random.rand() < self.dead_frame_prob
             degrade_one = self.degradation_prob > 0 and modalities == "rgbt"
-            if degrade_one and np.random.rand() < self.degradation_prob:
-                which = ("rgb", "thermal")[np.random.randint(2)]
-                kind = DEGRADATION_KINDS[np.random.randint(len(DEGRADATION_KINDS))]
+            if self.keep_clean and (modalities != "rgbt" or degrade_one):
+                clean = (rgb, thermal)
+            if dead:  # the dropped camera sends flat frames instead: both streams run
+                level = np.random.uniform(0.0, 255.0)
+                if modalities == "rgb":
+                    thermal = np.full_like(thermal, level)
+                else:
+                    rgb = np.full_like(rgb, level)
+                modalities = "rgbt"
+            elif degrade_one and np.random.rand() < ramp * self.degradation_prob:
+                which, kind = self.degradation_choices[np.random.randint(len(self.degradation_choices))]
                 level, key = LEVELS[np.random.randint(len(LEVELS))], str(np.random.randint(2**31))
                 rgb, thermal = _degrade_one(rgb, thermal, which, kind, level, key)
+            elif modalities == "rgbt":
+                clean = None  # nothing happened to this sample: no clean copy needed
         else:
             modalities = self.modalities
             if self.degradation is not None:
@@ -218,8 +331,9 @@ class RGBTDatasetMapper:
                 rgb, thermal = _degrade_one(rgb, thermal, *self.degradation, key)
         dataset_dict["modalities"] = modalities
 
-        image = np.concatenate([rgb, thermal[:, :, None]], axis=2).astype(np.float32, copy=False)
-        dataset_dict["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        dataset_dict["image"] = _to_chw(rgb, thermal)
+        if clean is not None:
+            dataset_dict["clean_image"] = _to_chw(*clean)
         if label is not None:
             dataset_dict["sem_seg"] = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
         dataset_dict["height"], dataset_dict["width"] = height, width

@@ -65,11 +65,14 @@ class SeededMapDataset(torchdata.Dataset):
     """Maps ``(position, index)`` to ``mapper(dataset[index])`` with RNGs seeded by the position.
 
     The RNG state of the calling process is restored afterwards, so mapping in the main process
-    (no workers) does not disturb the model's random stream.
+    (no workers) does not disturb the model's random stream. A mapper whose ``uses_iteration`` is
+    true is also told the sample's training iteration (``position // total_batch_size``), which is
+    as reproducible as the position (augmentation schedules, e.g. INPUT.CORRUPTION_RAMP).
     """
 
-    def __init__(self, dataset, mapper, seed: int):
+    def __init__(self, dataset, mapper, seed: int, total_batch_size: int = 1):
         self._dataset, self._mapper, self._seed = dataset, mapper, int(seed)
+        self._total = int(total_batch_size)
 
     def __len__(self):
         return len(self._dataset)
@@ -81,6 +84,8 @@ class SeededMapDataset(torchdata.Dataset):
         np.random.seed(seed)
         random.seed(seed)
         try:
+            if getattr(self._mapper, "uses_iteration", False):
+                return self._mapper(self._dataset[idx], iteration=pos // self._total)
             return self._mapper(self._dataset[idx])
         finally:
             np.random.set_state(np_state)
@@ -92,7 +97,7 @@ def build_resumable_train_loader(dataset, mapper, *, total_batch_size: int, seed
     """A map-style DataLoader over ``dataset`` (a list of records) that starts at ``start_iter``."""
     sampler = ResumableBatchSampler(len(dataset), total_batch_size, seed=seed, start_iter=start_iter)
     return torchdata.DataLoader(
-        SeededMapDataset(dataset, mapper, seed),
+        SeededMapDataset(dataset, mapper, seed, total_batch_size),
         batch_sampler=sampler,
         num_workers=num_workers,
         collate_fn=trivial_batch_collator,

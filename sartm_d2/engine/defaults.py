@@ -26,10 +26,11 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 
 from ..config import get_sartm_cfg
-from ..data import RGBTDatasetMapper, import_user_module
-from ..data.degradations import expand_settings
+from ..data import RGBTDatasetMapper
+from ..data.degradations import check_kinds, expand_settings
 from ..evaluation import RGBTSemSegEvaluator, write_settings_table
 from ..modeling import load_pretrained, load_text_embeddings
+from ..utils.env import import_user_module
 from .checkpoint import RGBTCheckpointer
 from .data import build_resumable_train_loader
 from .solver import build_lr_scheduler, build_optimizer
@@ -109,21 +110,29 @@ class Trainer(DefaultTrainer):
         (``<dataset>/<setting>`` keys, files in OUTPUT_DIR/inference/<dataset>/<setting>/), and one
         table of all settings is logged and written to inference/<dataset>/settings.json.
         """
-        settings = expand_settings(cfg.TEST.MODALITIES)  # a wrong name fails before any evaluation
+        settings = expand_settings(cfg.TEST.MODALITIES, trained_degradation_kinds(cfg))  # fails early
         if settings == ["rgbt"] or evaluators is not None:
             return super().test(cfg, model, evaluators)
+        return cls.test_settings(cfg, model, settings, os.path.join(cfg.OUTPUT_DIR, "inference"))
+
+    @classmethod
+    def test_settings(cls, cfg, model, settings, output_dir: str) -> OrderedDict:
+        """Evaluate ``model`` on each of ``settings`` (TEST.MODALITIES names) of every DATASETS.TEST
+        dataset: results keyed ``<dataset>/<setting>``, files in ``output_dir/<dataset>/<setting>/``, the
+        table of all settings in ``output_dir/<dataset>/settings.json``. Also ``tools/eval_onnx.py``'s."""
+        seen = trained_degradation_kinds(cfg)
         results = OrderedDict()
         for name in cfg.DATASETS.TEST:
             summary = OrderedDict()
             for setting in settings:
-                folder = os.path.join(cfg.OUTPUT_DIR, "inference", name, setting)
+                folder = os.path.join(output_dir, name, setting)
                 result = inference_on_dataset(
                     model, cls.build_test_loader(cfg, name, setting), cls.build_evaluator(cfg, name, folder)
                 )
                 results[f"{name}/{setting}"] = result
                 summary[setting] = result.get("sem_seg", {})
             if comm.is_main_process():
-                write_settings_table(summary, name, os.path.join(cfg.OUTPUT_DIR, "inference", name))
+                write_settings_table(summary, name, os.path.join(output_dir, name), seen_kinds=seen)
         return results
 
     @classmethod
@@ -185,6 +194,28 @@ class Trainer(DefaultTrainer):
         return ret
 
 
+def _inference_weights(weights: str) -> str:
+    """MODEL.WEIGHTS of an inference run (the demo, export, evaluation): set, and a file unless a URL."""
+    if not weights:
+        raise ValueError(
+            "MODEL.WEIGHTS is empty: inference needs trained weights, e.g. MODEL.WEIGHTS "
+            "output/mfnet/model_final.pth (demo/demo.py: --opts MODEL.WEIGHTS ...), or --resume with a "
+            "checkpoint in OUTPUT_DIR."
+        )
+    if "://" not in weights and not os.path.isfile(weights):
+        raise FileNotFoundError(
+            f"MODEL.WEIGHTS file not found: {weights!r}. Train first (train_net.py) or point MODEL.WEIGHTS "
+            "at a checkpoint, e.g. output/mfnet/model_final.pth."
+        )
+    return weights
+
+
+def trained_degradation_kinds(cfg) -> tuple[str, ...]:
+    """The degradation families training augmented with ("seen"); none when the augmentation is off."""
+    kinds = check_kinds(cfg.INPUT.DEGRADATION_AUG_KINDS)
+    return kinds if cfg.INPUT.DEGRADATION_AUG_PROB > 0 else ()
+
+
 def build_inference_model(cfg, *, resume: bool = False, prepare: bool = True) -> nn.Module:
     """The model of ``cfg`` with its trained weights, ready for inference; reads no other file.
 
@@ -193,17 +224,12 @@ def build_inference_model(cfg, *, resume: bool = False, prepare: bool = True) ->
     teacher nor the SAM2 checkpoint is needed). ``prepare`` merges LoRA and stores the
     INFERENCE_DTYPE weights once (``SARTM.prepare_for_inference``); the model is then inference-only.
     """
-    model = Trainer.build_model(cfg)
+    model = Trainer.build_model(cfg)  # first: a wrong config key is named before missing weights
     checkpointer = RGBTCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
     if resume and checkpointer.has_checkpoint():
         path = checkpointer.get_checkpoint_file()
-    elif cfg.MODEL.WEIGHTS:
-        path = cfg.MODEL.WEIGHTS
     else:
-        raise ValueError(
-            "MODEL.WEIGHTS is empty: inference needs trained weights, e.g. MODEL.WEIGHTS "
-            "output/mfnet/model_final.pth (or --resume with a checkpoint in OUTPUT_DIR)."
-        )
+        path = _inference_weights(cfg.MODEL.WEIGHTS)
     checkpointer.load(path, checkpointables=[])
     if prepare and hasattr(model, "prepare_for_inference"):
         model.prepare_for_inference()  # LoRA merged; INFERENCE_DTYPE weights stored once, not cast per call

@@ -28,6 +28,7 @@ from detectron2.utils.file_io import PathManager
 from tabulate import SEPARATING_LINE, tabulate
 
 from ..data import get_classes
+from ..data.degradations import setting_kind
 from ..data.io import check_label_values, read_label, remap_background
 
 __all__ = ["RGBTSemSegEvaluator", "confusion_matrix", "segmentation_metrics", "write_settings_table"]
@@ -341,30 +342,39 @@ class RGBTSemSegEvaluator(DatasetEvaluator):
         logger.info(f"Wrote sem_seg_results.json and confusion_matrix.{{npy,json,png}} to {self._output_dir}")
 
 
-def write_settings_table(summary: dict[str, dict], dataset_name: str, output_dir: str | None) -> str:
+def write_settings_table(
+    summary: dict[str, dict], dataset_name: str, output_dir: str | None, seen_kinds=()
+) -> str:
     """One table of the input settings of a dataset (rows) by mIoU overall and per condition.
 
     Args:
         summary: setting name -> the evaluator's "sem_seg" metrics of that setting.
         dataset_name: for the title.
         output_dir: where ``settings.json`` (every setting's metrics) is written; None: nowhere.
+        seen_kinds: the degradation families the model was trained on (INPUT.DEGRADATION_AUG_KINDS
+            with augmentation on): each degraded setting is marked "seen" or "unseen" (held out).
     Returns:
         the table, also logged.
     """
     conditions = sorted({k.split("/", 1)[0] for m in summary.values() for k in m if "/" in k})
-    headers = ["setting", "mIoU_all", "mIoU"] + [f"{c} mIoU_all" for c in conditions]
-    rows = []
+    headers = ["setting", "family", "mIoU_all", "mIoU"] + [f"{c} mIoU_all" for c in conditions]
+    rows, families = [], {}
     for setting, m in summary.items():
+        kind = setting_kind(setting)
+        families[setting] = None if kind is None else "seen" if kind in seen_kinds else "unseen"
         keys = ["mIoU_all", "mIoU"] + [f"{c}/mIoU_all" for c in conditions]
-        rows.append([setting] + [None if np.isnan(m.get(k, np.nan)) else m[k] for k in keys])
+        values = [None if np.isnan(m.get(k, np.nan)) else m[k] for k in keys]
+        rows.append([setting, families[setting], *values])
     table = tabulate(rows, headers=headers, tablefmt="pipe", floatfmt=".2f", missingval="-")
-    text = f"Input settings on {dataset_name} (mIoU_all: all classes, papers' convention; %)\n{table}"
+    text = (f"Input settings on {dataset_name} (mIoU_all: all classes, papers' convention; %; family: seen = "
+            f"trained with its degradation family, unseen = held out)\n{table}")
     logger.info("\n" + text)
     if output_dir:
         PathManager.mkdirs(output_dir)
         clean = {s: {k: (None if np.isnan(v) else v) for k, v in m.items()} for s, m in summary.items()}
         with PathManager.open(os.path.join(output_dir, "settings.json"), "w") as f:
-            json.dump({"dataset": dataset_name, "settings": clean}, f, indent=2)
+            json.dump({"dataset": dataset_name, "seen_kinds": list(seen_kinds), "families": families,
+                       "settings": clean}, f, indent=2)
     return text
 
 

@@ -14,6 +14,11 @@ text embeddings (:meth:`RGBTFusion.uses_text`). Built in:
 - ``"paper"``: the paper's fusion step: weighted average + CMX output, summed; the average is
   language-guided when ``MODEL.SARTM.FUSION_LANGUAGE`` is on (the paper), plain otherwise (the
   ablation "without language"). That key alone decides: the distillation switch does not.
+- ``"reliability"``: ``"paper"`` behind a trust gate per level (:class:`TrustGate`): from both
+  streams it estimates, per sample and location, a trust ``t_m`` in 0..1 for each stream, and feeds
+  the fusion ``t_m * f_m + (1 - t_m) * absent_m``. ``t = 0`` is exactly a missing camera, which modality
+  dropout trains for, so a failing camera can be faded out instead of poisoning the fused features.
+  Its output carries ``"trust"``: the (B, 2) mean trust in RGB and thermal over levels and locations.
 
 A missing modality (a failed or blinded camera, or modality dropout in training) is explicit: the
 backbone only computes the present streams, and the fusion puts a learned per-level "absent"
@@ -41,6 +46,8 @@ __all__ = [
     "LanguageFusion",
     "CMXFusion",
     "PaperFusion",
+    "ReliabilityFusion",
+    "TrustGate",
     "ModalityWeighting",
     "FeatureRectification",
     "FeatureFusion",
@@ -237,6 +244,7 @@ class RGBTFusion(nn.Module):
     """
 
     name: str = ""
+    estimates_trust: bool = False  # whether forward's output also holds "trust" (B, 2)
 
     @classmethod
     def uses_text(cls, cfg) -> bool:
@@ -303,17 +311,19 @@ class RGBTFusion(nn.Module):
             # DDP finds every parameter used in every step.
             b = features[LEVELS[0]].shape[0] // 2
             present = torch.ones(b, 2, dtype=torch.bool, device=features[LEVELS[0]].device)
-        out = {}
-        for name, fuse in self.levels.items():
-            x = features[name]
-            if present is None:
-                rgb, thermal = x.chunk(2, dim=0)
-            else:
-                n_rgb = int(present[:, 0].sum())
-                rgb = _fill_absent(x[:n_rgb], present[:, 0], self.absent[name][0])
-                thermal = _fill_absent(x[n_rgb:], present[:, 1], self.absent[name][1])
-            out[name] = fuse(rgb, thermal, text_embeddings)
-        return out
+        return {
+            name: fuse(*self._streams(name, features[name], present), text_embeddings)
+            for name, fuse in self.levels.items()
+        }
+
+    def _streams(self, name: str, x: torch.Tensor, present: torch.Tensor | None):
+        """The (B, C, h, w) RGB and thermal maps of level ``name``: rows of ``x``, or "absent" embeddings."""
+        if present is None:
+            return x.chunk(2, dim=0)
+        n_rgb = int(present[:, 0].sum())
+        rgb = _fill_absent(x[:n_rgb], present[:, 0], self.absent[name][0])
+        thermal = _fill_absent(x[n_rgb:], present[:, 1], self.absent[name][1])
+        return rgb, thermal
 
 
 class _LevelwiseFusion(RGBTFusion):
@@ -395,3 +405,77 @@ def fusion_class(cfg) -> type[RGBTFusion]:
 def build_fusion(cfg, input_shape: dict[str, ShapeSpec], text_dim: int | None = None) -> RGBTFusion:
     """Build MODEL.SARTM.FUSION; ``text_dim`` is Dt of the class text embeddings (when it uses them)."""
     return fusion_class(cfg)(cfg, input_shape, text_dim=text_dim)
+
+
+class TrustGate(nn.Module):
+    """Per-location trust logits of the two streams of one level, from both streams' features.
+
+    A 1x1 conv of the concatenated streams, plus a projection of its global average (a blinded or
+    noisy camera shows in the whole image, not only in one place), then a 3x3 conv to two logits
+    (the trust is their sigmoid). The output conv starts at zero weight and a bias of
+    ``logit(init_trust)``, so training starts as the ungated fusion with both streams trusted.
+    """
+
+    def __init__(self, channels: int, init_trust: float = 0.95):
+        super().__init__()
+        hidden = max(8, channels // 4)
+        self.local = nn.Conv2d(2 * channels, hidden, 1)
+        self.context = nn.Linear(hidden, hidden)
+        self.out = nn.Conv2d(hidden, 2, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, math.log(init_trust / (1.0 - init_trust)))
+
+    def forward(self, rgb: torch.Tensor, thermal: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) each -> (B, 2, h, w) trust logits of RGB (channel 0) and thermal (channel 1)."""
+        h = F.gelu(self.local(torch.cat([rgb, thermal], dim=1)))
+        h = F.gelu(h + self.context(h.mean(dim=(2, 3)))[:, :, None, None])
+        return self.out(h)
+
+
+@FUSION_REGISTRY.register()
+class ReliabilityFusion(PaperFusion):
+    """The paper's fusion behind a learned trust gate per level (``"reliability"``; module docstring).
+
+    Trained with modality dropout, degradation augmentation and the consistency loss (the
+    any-modality configs), the gates learn to fade out a stream that does not help; the model's output
+    then reports the per-image trust of each camera, so a deployer sees which one is failing. The gates
+    see the streams detached: they observe the backbone, which is not trained to look trustworthy.
+    In training the output also holds ``"trust_levels"``: per level (trust logits (B, 2, h, w), RGB
+    map, thermal map) before the gate, for the trust supervision (``losses.trust_fidelity_loss``).
+    """
+
+    name = "reliability"
+    estimates_trust = True  # forward's output has "trust"; the exported graph gets a "trust" output
+
+    @configurable
+    def __init__(self, *, input_shape, text_dim=None, cmx_reduction: int = 1, cmx_num_heads: int = 8):
+        """Args: see :class:`PaperFusion`; one :class:`TrustGate` per level is added."""
+        super().__init__(input_shape=input_shape, text_dim=text_dim, cmx_reduction=cmx_reduction,
+                         cmx_num_heads=cmx_num_heads)
+        self.gates = nn.ModuleDict(
+            {name: TrustGate(spec.channels) for name, spec in self._input_shape.items()}
+        )
+
+    def forward(self, features, text_embeddings=None, present=None):
+        """As :meth:`RGBTFusion.forward`, plus ``"trust"``: (B, 2) mean trust in RGB and thermal (a
+        missing stream has 0)."""
+        if self.requires_text and text_embeddings is None:
+            raise ValueError(f'MODEL.SARTM.FUSION "{self.name}" uses the text embeddings: none given.')
+        out, trusts, levels = {}, [], {}
+        for name, fuse in self.levels.items():
+            rgb, thermal = self._streams(name, features[name], present)
+            logits = self.gates[name](rgb.detach(), thermal.detach())
+            levels[name] = (logits, rgb, thermal)
+            trust = torch.sigmoid(logits)
+            if present is not None:
+                trust = trust * present[:, :, None, None].to(trust.dtype)
+            absent = self.absent[name].to(rgb.dtype)[:, :, None, None]  # (2, C, 1, 1)
+            t_rgb, t_thermal = trust[:, :1], trust[:, 1:]
+            rgb = t_rgb * rgb + (1.0 - t_rgb) * absent[0]
+            thermal = t_thermal * thermal + (1.0 - t_thermal) * absent[1]
+            out[name] = fuse(rgb, thermal, text_embeddings)
+            trusts.append(trust.mean(dim=(2, 3)))
+        out["trust"] = torch.stack(trusts).mean(dim=0)
+        if self.training:
+            out["trust_levels"] = levels
+        return out

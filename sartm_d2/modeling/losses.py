@@ -11,7 +11,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cross_entropy", "ohem_cross_entropy", "semantic_loss", "language_distillation_loss"]
+__all__ = [
+    "consistency_loss", "cross_entropy", "ohem_cross_entropy", "semantic_loss", "language_distillation_loss",
+    "trust_fidelity_loss",
+]
 
 LOSS_TYPES = ("ohem", "cross_entropy")
 
@@ -103,6 +106,61 @@ def semantic_loss(
     if loss_type == "cross_entropy":
         return cross_entropy(logits, target, ignore_index=ignore_index)
     raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE must be one of {LOSS_TYPES}, got {loss_type!r}.")
+
+
+def consistency_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-pixel ``KL(softmax(teacher / T) || softmax(student / T)) * T^2``, averaged over pixels.
+
+    The self-distillation of CRM_RGBTSeg: ``teacher`` is the fused prediction of the clean input
+    (detached by the caller), ``student`` that of the same sample degraded or with a modality dropped,
+    both (N, K, h, w) logits. ``T^2`` keeps the gradient's size independent of the temperature.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"consistency_loss needs equal shapes, got {tuple(student.shape)} and {tuple(teacher.shape)}."
+        )
+    log_p_student = F.log_softmax(student.float() / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher.float() / temperature, dim=1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
+    return kl.mean() * temperature**2
+
+
+def trust_fidelity_loss(
+    levels: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    corrupted: torch.Tensor,
+    clean: torch.Tensor,
+    present: torch.Tensor | None,
+) -> torch.Tensor:
+    """Supervise each stream's trust by how much its features still look like those of the clean input.
+
+    For a degraded sample (rows ``corrupted``) and its clean copy (rows ``clean``, same order), the
+    target trust of stream m at a location is ``max(0, cos(g_m(degraded), g_m(clean)))`` (detached),
+    ``g`` the features less their per-image spatial mean: 1 where the degradation left the stream's
+    features intact, near 0 where it destroyed them. Centring matters: a flat (dead) frame still gives
+    features with the stream's constant part, which alone looks like the clean input's. The clean
+    copies' own target is 1. Binary cross-entropy on the trust logits, averaged over every present
+    stream, location and level (a modality-dropped stream has no trust to learn). No table of how bad
+    each corruption is: the target comes from the features, for any corruption.
+
+    Args:
+        levels: per level (trust logits (N, 2, h, w), RGB map (N, C, h, w), thermal map) of the fusion.
+        corrupted, clean: (n,) row indices of the degraded samples and of their clean copies.
+        present: (N, 2) bool of the rows' streams, or None (all present).
+    """
+    terms, weights = [], []
+    for logits, rgb, thermal in levels.values():
+        for m, f in enumerate((rgb, thermal)):
+            g = f.float() - f.float().mean(dim=(2, 3), keepdim=True)
+            target = F.cosine_similarity(g[corrupted], g[clean], dim=1).clamp(min=0).detach()
+            bce = F.binary_cross_entropy_with_logits(logits[corrupted, m].float(), target, reduction="none")
+            mask = torch.ones_like(bce[:, 0, 0]) if present is None else present[corrupted, m].float()
+            terms.append((bce.mean(dim=(1, 2)) * mask).sum())
+            weights.append(mask.sum())
+            clean_logits = logits[clean, m].float()
+            terms.append(F.binary_cross_entropy_with_logits(
+                clean_logits, torch.ones_like(clean_logits), reduction="none").mean(dim=(1, 2)).sum())
+            weights.append(torch.tensor(float(len(clean)), device=clean_logits.device))
+    return torch.stack(terms).sum() / torch.stack(weights).sum().clamp(min=1.0)
 
 
 def language_distillation_loss(

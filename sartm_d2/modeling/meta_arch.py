@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import nullcontext
 
 import torch
@@ -17,10 +18,16 @@ from torch import nn
 from ..data import get_classes
 from .fusion import build_fusion, fusion_class
 from .heads import build_aux_head
-from .losses import LOSS_TYPES, language_distillation_loss, semantic_loss
+from .losses import (
+    LOSS_TYPES,
+    consistency_loss,
+    language_distillation_loss,
+    semantic_loss,
+    trust_fidelity_loss,
+)
 from .text_teacher import build_text_teacher
 
-__all__ = ["MODALITY_SETS", "SARTM"]
+__all__ = ["MODALITY_SETS", "SARTM", "THERMAL_NORMS", "robust_thermal_stretch"]
 
 # The "modalities" an input dict may name (default "rgbt"): (RGB present, thermal present).
 MODALITY_SETS = {"rgbt": (True, True), "rgb": (True, False), "thermal": (False, True)}
@@ -33,6 +40,40 @@ _INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": tor
 _AUTOCAST_CAST_LAYERS = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d
 )
+
+
+THERMAL_NORMS = ("none", "percentile")
+# Pixels at most in the sample the thermal percentiles are taken from (a regular sub-grid): exact
+# order statistics of a 480x640 image would cost a full TopK of 307k values per image.
+_PERCENTILE_SAMPLES = 1 << 14
+
+
+def robust_thermal_stretch(
+    thermal: torch.Tensor, low: float = 0.01, high: float = 0.99, to: tuple[float, float] = (64.0, 192.0)
+) -> torch.Tensor:
+    """Per image, the ``low``..``high`` quantiles of (B, 1, H, W) thermal mapped linearly to ``to``, clipped
+    to 0..255.
+
+    The quantiles are order statistics (TopK, which ONNX carries) of a regular sub-grid of at most
+    ``_PERCENTILE_SAMPLES`` pixels. Any gain > 0 and offset of the input give the same output (up to
+    float rounding) as long as they saturate nothing: the 8-bit thermal image of an AGC camera then
+    means the same whatever gain and offset the camera chose for this frame. The quantile range goes
+    to the middle half of 0..255, not all of it: people and engines are the hottest few percent of a
+    scene, so the 99th percentile falls inside them (20-44% of their pixels lie above it on the
+    synthetic set), and a full-range stretch would clip their texture away. A flat image maps to
+    ``to[0]``.
+    """
+    h, w = thermal.shape[-2:]
+    step = max(1, int(math.ceil(math.sqrt(h * w / _PERCENTILE_SAMPLES))))
+    sample = thermal[:, :, ::step, ::step].flatten(1)  # (B, N)
+    n = sample.shape[1]
+    k_low = int(math.floor(low * (n - 1))) + 1
+    k_high = n - int(math.ceil(high * (n - 1)))
+    lo = sample.topk(k_low, dim=1, largest=False).values.amax(dim=1).view(-1, 1, 1, 1)
+    hi = sample.topk(k_high, dim=1, largest=True).values.amin(dim=1).view(-1, 1, 1, 1)
+    span = hi - lo
+    scale = torch.where(span > 0, (to[1] - to[0]) / span.clamp(min=1e-6), torch.zeros_like(span))
+    return ((thermal - lo) * scale + to[0]).clamp(0.0, 255.0)
 
 
 def _count(module: nn.Module | None) -> tuple[int, int]:
@@ -84,6 +125,11 @@ class SARTM(nn.Module):
         distill_weight: float = 1.0,
         aux_average_at_inference: bool = False,
         inference_dtype: str = "float32",
+        thermal_norm: str = "none",
+        consistency_weight: float = 0.0,
+        consistency_temperature: float = 1.0,
+        trust_weight: float = 0.0,
+        corrupted_loss_weight: float = 0.25,
     ):
         """
         Args:
@@ -106,6 +152,16 @@ class SARTM(nn.Module):
             aux_average_at_inference: predict with log(mean(softmax(main), softmax(aux))).
             inference_dtype: autocast dtype in eval mode ("float32" = none, "bfloat16", "float16");
                 logits are returned in fp32 either way.
+            thermal_norm: "none" or "percentile" (``robust_thermal_stretch`` before the mean/std; part of
+                ``normalize``, so every path and the exported graph apply it).
+            consistency_weight, consistency_temperature: self-distillation of the clean fused prediction
+                into degraded or modality-dropped samples that carry a "clean_image" (0 = off).
+            trust_weight: weight of ``losses.trust_fidelity_loss`` on those samples, for fusions that
+                estimate trust (0 = the gates learn from the segmentation losses alone).
+            corrupted_loss_weight: with clean copies, the segmentation losses are computed apart on the
+                clean batch (every sample, clean: exactly the plain model's losses) and on the corrupted
+                samples ("loss_sem_seg_corrupted", "loss_aux_corrupted", times this weight), so that the
+                corrupted rows do not dilute the fused path's gradient.
 
         Construction reads no file: pretrained SAM2 weights and the text embeddings are loaded at
         training start (``sartm_d2.modeling.load_pretrained``) or come with MODEL.WEIGHTS.
@@ -172,6 +228,20 @@ class SARTM(nn.Module):
                 f"got {inference_dtype!r}."
             )
         self.inference_dtype = _INFERENCE_DTYPES[inference_dtype]
+        if thermal_norm not in THERMAL_NORMS:
+            raise ValueError(f"INPUT.THERMAL_NORM must be one of {THERMAL_NORMS}, got {thermal_norm!r}.")
+        self.thermal_norm = thermal_norm
+        weights = (consistency_weight, trust_weight, corrupted_loss_weight)
+        if min(weights) < 0 or consistency_temperature <= 0:
+            raise ValueError(
+                "MODEL.SARTM.CONSISTENCY: LOSS_WEIGHT, TRUST_WEIGHT and CORRUPTED_LOSS_WEIGHT must be >= 0 "
+                f"and TEMPERATURE > 0, got {consistency_weight}, {trust_weight}, {corrupted_loss_weight} "
+                f"and {consistency_temperature}."
+            )
+        self.corrupted_loss_weight = corrupted_loss_weight
+        self.consistency_weight = consistency_weight
+        self.consistency_temperature = consistency_temperature
+        self.trust_weight = trust_weight if getattr(fusion, "estimates_trust", False) else 0.0
         self.inference_only = False  # set by prepare_for_inference()
 
         for name in ("backbone", "fusion", "sem_seg_head", "aux_head"):
@@ -227,6 +297,11 @@ class SARTM(nn.Module):
             "distill_weight": distill.LOSS_WEIGHT,
             "aux_average_at_inference": cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE,
             "inference_dtype": cfg.MODEL.SARTM.INFERENCE_DTYPE,
+            "thermal_norm": cfg.INPUT.THERMAL_NORM,
+            "consistency_weight": cfg.MODEL.SARTM.CONSISTENCY.LOSS_WEIGHT,
+            "consistency_temperature": cfg.MODEL.SARTM.CONSISTENCY.TEMPERATURE,
+            "trust_weight": cfg.MODEL.SARTM.CONSISTENCY.TRUST_WEIGHT,
+            "corrupted_loss_weight": cfg.MODEL.SARTM.CONSISTENCY.CORRUPTED_LOSS_WEIGHT,
         }
 
     @property
@@ -300,27 +375,45 @@ class SARTM(nn.Module):
         self.inference_only = True
         return self
 
-    def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw (B, 4, H, W) R, G, B, T in 0..255 -> the network's input (before padding).
+
+        The thermal channel is first stretched per image when ``thermal_norm`` is "percentile"; then
+        every channel gets MODEL.PIXEL_MEAN / PIXEL_STD. The exported graph calls this too.
+        """
+        if self.thermal_norm == "percentile":
+            x = torch.cat([x[:, :3], robust_thermal_stretch(x[:, 3:4])], dim=1)
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def preprocess_image(self, images: list[torch.Tensor]) -> ImageList:
         """Normalise the (4, H, W) images and pad them to ``size_divisibility`` (padding = 0 after norm)."""
-        images = [x["image"].to(self.device, non_blocking=True).float() for x in batched_inputs]
+        images = [x.to(self.device, non_blocking=True).float() for x in images]
         if any(img.dim() != 3 or img.shape[0] != 4 for img in images):
             shapes = [tuple(img.shape) for img in images]
             raise ValueError(
                 f'SARTM expects each "image" as a (4, H, W) R, G, B, T tensor, got shapes {shapes}.'
             )
-        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        return ImageList.from_tensors(images, self.size_divisibility)
+        if len({img.shape for img in images}) == 1:  # one size (training crops, eval batches): one call
+            normalized = list(self.normalize(torch.stack(images)))
+        else:
+            normalized = [self.normalize(img[None])[0] for img in images]
+        return ImageList.from_tensors(normalized, self.size_divisibility)
 
     def forward(self, batched_inputs: list[dict]):
         """
         Args:
             batched_inputs: mapper dicts with "image" (4, H, W) float 0..255, "sem_seg" (H, W) int64
-                (training), "height"/"width" (inference output size, default: the image size), and
+                (training), "height"/"width" (inference output size, default: the image size),
                 optionally "modalities": "rgbt" (default), "rgb" or "thermal" (the other stream is
-                missing: it is not computed, whatever the image holds there).
+                missing: it is not computed, whatever the image holds there), and in training
+                optionally "clean_image" (the sample before its degradation or modality dropout: it
+                joins the same batched pass, with its label, as the consistency loss's teacher).
         Returns:
-            training: {"loss_sem_seg", "loss_aux" (with an aux head), "loss_distill" (if enabled)};
-            inference: [{"sem_seg": (K, height, width) logits}] per image.
+            training: {"loss_sem_seg", "loss_aux" (with an aux head), "loss_distill" (if enabled), and
+            with clean images "loss_sem_seg_corrupted", "loss_aux_corrupted", "loss_consistency",
+            "loss_trust" (by their weights)};
+            inference: [{"sem_seg": (K, height, width) logits}] per image, plus "trust" ((2,): how far
+            the fusion trusts RGB and thermal, 0..1) when the fusion estimates it.
         """
         if self.training and self.inference_only:
             raise RuntimeError(
@@ -333,25 +426,58 @@ class SARTM(nn.Module):
                 "the embeddings), or start training through sartm_d2.engine.Trainer (it fills them from "
                 "MODEL.SARTM.DISTILL.TEACHER), or call model.set_text_embeddings(...)."
             )
-        images = self.preprocess_image(batched_inputs)
-        x = images.tensor
-        padded_size = x.shape[-2:]
-        present = self.presence(batched_inputs)
         if not self.training:
-            logits = self.inference(x, present)
+            images = self.preprocess_image([b["image"] for b in batched_inputs])
+            logits, trust = self.inference(images.tensor, self.presence(batched_inputs))
             results = []
-            for result, input_per_image, image_size in zip(logits, batched_inputs, images.image_sizes):
+            for i, (result, input_per_image, image_size) in enumerate(
+                    zip(logits, batched_inputs, images.image_sizes)):
                 height = input_per_image.get("height", image_size[0])
                 width = input_per_image.get("width", image_size[1])
                 results.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
+                if trust is not None:
+                    results[-1]["trust"] = trust[i]
             return results
 
         if "sem_seg" not in batched_inputs[0]:
             raise ValueError('SARTM in training mode needs "sem_seg" in every input dict (the label map).')
-        fused, main, aux = self._predict(x, present)
-        targets = [b["sem_seg"].to(self.device, non_blocking=True) for b in batched_inputs]
+        # Clean copies (consistency, trust): appended as extra samples with both modalities, same pass.
+        corrupted = [i for i, b in enumerate(batched_inputs) if "clean_image" in b]
+        use_clean = bool(corrupted) and (self.consistency_weight > 0 or self.trust_weight > 0)
+        clean = [{"image": batched_inputs[i]["clean_image"], "sem_seg": batched_inputs[i]["sem_seg"]}
+                 for i in corrupted] if use_clean else []
+        inputs = list(batched_inputs) + clean
+        images = self.preprocess_image([b["image"] for b in inputs])
+        x = images.tensor
+        present = self.presence(inputs)
+        fused, main, aux, _, trust_levels = self._predict(x, present)
+        targets = [b["sem_seg"].to(self.device, non_blocking=True) for b in inputs]
         targets = ImageList.from_tensors(targets, self.size_divisibility, pad_value=self.ignore_value).tensor
-        return self.losses(main, aux, fused["sfm"], targets.long(), padded_size)
+        targets = targets.long()
+        if not use_clean:
+            return self.losses(main, aux, fused["sfm"], targets, x.shape[-2:])
+        # The clean batch (untouched samples and the clean copies) gets the plain model's losses; the
+        # corrupted samples their own, so that they add to the fused path's gradient instead of diluting it.
+        rows = torch.tensor(corrupted, device=main.device)
+        copies = torch.arange(len(batched_inputs), len(inputs), device=main.device)
+        untouched = sorted(set(range(len(batched_inputs))) - set(corrupted))
+        plain = torch.cat([torch.tensor(untouched, dtype=torch.long, device=main.device), copies])
+
+        def pick(t, index):
+            return None if t is None else t[index]
+
+        losses = self.losses(main[plain], pick(aux, plain), fused["sfm"][plain], targets[plain], x.shape[-2:])
+        if self.corrupted_loss_weight > 0:
+            extra = self.losses(main[rows], pick(aux, rows), None, targets[rows], x.shape[-2:])
+            losses.update({f"{k}_corrupted": self.corrupted_loss_weight * v for k, v in extra.items()})
+        if self.consistency_weight > 0:
+            losses["loss_consistency"] = self.consistency_weight * consistency_loss(
+                main[rows], main[copies].detach(), temperature=self.consistency_temperature
+            )
+        if self.trust_weight > 0 and trust_levels is not None:
+            trust = trust_fidelity_loss(trust_levels, rows, copies, present)
+            losses["loss_trust"] = self.trust_weight * trust
+        return losses
 
     def presence(self, batched_inputs: list[dict]) -> torch.Tensor | None:
         """(B, 2) bool: which of RGB and thermal each input has ("modalities"), or None if all have both."""
@@ -364,10 +490,12 @@ class SARTM(nn.Module):
         return torch.tensor([MODALITY_SETS[n] for n in names], dtype=torch.bool, device=self.device)
 
     def _predict(self, x: torch.Tensor, present: torch.Tensor | None = None):
-        """Backbone, fusion and heads on normalised, padded (B, 4, H, W): (fused pyramid, main, aux).
+        """Backbone, fusion and heads on normalised, padded (B, 4, H, W).
 
         With ``present`` (B, 2), the backbone runs only the streams that exist (one batched pass,
         RGB rows then thermal rows); the fusion stands in its learned "absent" embedding for the others.
+        Returns ``(fused pyramid, main, aux, trust, trust_levels)``: ``trust`` is the fusion's (B, 2)
+        per-image trust in RGB and thermal, ``trust_levels`` its per-level maps in training (or None).
         """
         # Training autocast is the trainer's (SOLVER.AMP); inference follows INFERENCE_DTYPE. With
         # "float32" no context is entered, so a caller's own autocast still applies.
@@ -383,39 +511,42 @@ class SARTM(nn.Module):
                 stacked = torch.cat([rgb, thermal], dim=0)
                 features = self.backbone(stacked, counts=(rgb.shape[0], thermal.shape[0]))
             text = self.text_embeddings if self.fusion.requires_text else None
-            fused = self.fusion(features, text, present)
+            fused = dict(self.fusion(features, text, present))
+            trust, trust_levels = fused.pop("trust", None), fused.pop("trust_levels", None)
             main = self.sem_seg_head(fused)
             # At inference the auxiliary head only matters when averaged with the main one.
             use_aux = self.aux_head is not None and (self.training or self.aux_average_at_inference)
             aux = self.aux_head(fused) if use_aux else None
-        return fused, main, aux
+        return fused, main, aux, (None if trust is None else trust.float()), trust_levels
 
-    def inference(self, x: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+    def inference(self, x: torch.Tensor, present: torch.Tensor | None = None):
         """The tensor-only core of inference (what an export traces).
 
         Args:
             x: (B, 4, H, W) normalised R, G, B, T images, H and W multiples of ``size_divisibility``.
             present: optional (B, 2) bool, which of RGB / thermal each image has (None: both).
         Returns:
-            (B, K, H, W) float32 logits: the main head's, or log(mean of both heads' softmax).
+            (logits, trust): (B, K, H, W) float32 logits (the main head's, or log(mean of both heads'
+            softmax)) and the fusion's (B, 2) float32 trust in RGB and thermal, or None.
         """
-        _, main, aux = self._predict(x, present)
+        _, main, aux, trust, _ = self._predict(x, present)
         if self.aux_average_at_inference:
             prob = 0.5 * (main.float().softmax(dim=1) + aux.float().softmax(dim=1))
             logits = torch.log(prob.clamp(min=1e-12))
         else:
             logits = main.float()
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False), trust
 
     def losses(
         self,
         main: torch.Tensor,
         aux: torch.Tensor | None,
-        sfm: torch.Tensor,
+        sfm: torch.Tensor | None,
         targets: torch.Tensor,
         padded_size: tuple[int, int],
     ) -> dict[str, torch.Tensor]:
-        """Weighted losses; logits are upsampled (bilinear) to the padded input size first."""
+        """Weighted losses; logits are upsampled (bilinear) to the padded input size first. The
+        distillation needs the stride-16 fused map ``sfm`` (None: no distillation term)."""
 
         def seg_loss(logits: torch.Tensor) -> torch.Tensor:
             logits = F.interpolate(logits.float(), size=padded_size, mode="bilinear", align_corners=False)
@@ -431,7 +562,7 @@ class SARTM(nn.Module):
         losses = {"loss_sem_seg": self.main_loss_weight * seg_loss(main)}
         if aux is not None:
             losses["loss_aux"] = self.aux_loss_weight * seg_loss(aux)
-        if self.distill_enabled:
+        if self.distill_enabled and sfm is not None:
             kd = language_distillation_loss(
                 sfm, targets, self.text_embeddings, tau=self.distill_tau, ignore_index=self.ignore_value
             )
