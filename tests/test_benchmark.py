@@ -130,7 +130,9 @@ def test_smoke_table_is_printed_last(smoke):
     report, stdout = smoke
     lines = stdout.strip().splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| what"))
-    assert lines[header - 1].startswith("SARTM benchmark on cpu")
+    # The title, then the CPU's flags (the ratios depend on them), then the table.
+    assert lines[header - 2].startswith("SARTM benchmark on cpu")
+    assert lines[header - 1].startswith("CPU flags: avx2 ")
     body = lines[header + 2 :]
     assert len(body) == len(report["measurements"]) and body[-1] == lines[-1]
     assert all(line.startswith("|") for line in body)

@@ -16,20 +16,16 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
+from conftest import export_fixture_setup, load_script
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
 # isort: split
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser
-from detectron2.modeling import build_model
 
 from sartm_d2 import get_sartm_cfg
-from sartm_d2.data import register_all_rgbt
 from sartm_d2.data.datasets import SYNTHETIC_CLASSES
-from sartm_d2.data.synthetic import generate_synthetic_rgbt
 from sartm_d2.engine import main as engine_main
 from sartm_d2.export import (
     FP16_MIN_AGREEMENT,
@@ -44,7 +40,6 @@ from sartm_d2.export import (
 )
 from sartm_d2.export.exporter import write_onnx, write_sidecar
 from sartm_d2.export.runtime import require
-from sartm_d2.modeling import load_text_embeddings
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -54,32 +49,14 @@ CONFIG = os.path.join(ROOT, "configs", "quick_schedules", "synthetic_instant_tes
 H, W = 64, 96
 
 
-def _load(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_load = load_script
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A 64x96 synthetic set (3 test images), tiny random weights, the config options; restored after."""
-    root = tmp_path_factory.mktemp("d2data")
-    generate_synthetic_rgbt(str(root), seed=2, num_train=1, num_val=1, num_test=3, height=H, width=W)
-    register_all_rgbt(str(root), only=["synthetic"])
-    work = tmp_path_factory.mktemp("export")
-    emb = str(work / "text.pt")
-    torch.save({"embeddings": torch.randn(len(SYNTHETIC_CLASSES), 16), "class_names": SYNTHETIC_CLASSES}, emb)
-    opts = ["MODEL.SARTM.DISTILL.TEACHER", "file", "MODEL.SARTM.DISTILL.EMBEDDINGS_FILE", emb,
-            "OUTPUT_DIR", str(work / "out")]
-    cfg = get_sartm_cfg(CONFIG, opts)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    load_text_embeddings(model, cfg)
-    DetectionCheckpointer(model, save_dir=str(work)).save("model_final")
-    opts += ["MODEL.WEIGHTS", str(work / "model_final.pth")]
-    yield {"root": root, "work": work, "opts": opts}
-    register_all_rgbt(os.getenv("DETECTRON2_DATASETS", "datasets"), only=["synthetic"])
+    yield from export_fixture_setup(tmp_path_factory, CONFIG, seed=2, num_train=1, num_test=3,
+                                    height=H, width=W)
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +96,26 @@ def test_parity_fails_when_the_graph_skips_normalisation(setup, tmp_path):
     cfg = get_sartm_cfg(CONFIG, setup["opts"])
     model, module = build_export_module(cfg, H, W)
     samples = load_parity_samples(DatasetCatalog.get("synthetic_rgbt_test"), "percentile", limit=2)
-    module.pixel_mean.zero_()  # the injected mismatch: raw 0..255 values reach the network
-    module.pixel_std.fill_(1.0)
     path = str(tmp_path / "model.onnx")
-    write_onnx(module, path)
+    model.normalize = lambda x: x  # the injected mismatch, traced only: raw 0..255 values reach the network
+    try:
+        write_onnx(module, path)
+    finally:
+        del model.normalize  # the PyTorch reference normalises as usual
     write_sidecar(path, cfg, module.geometry, "fp32", num_classes=5)
     bad = check_parity(cfg, model, path, samples)
     assert not bad.passed and "argmax agreement" in bad.failures[0]
     assert bad.max_abs_logit_diff > 1.0 and bad.pixel_agreement < FP32_MIN_AGREEMENT
+
+
+def test_export_geometry_is_the_models_padding(setup):
+    """INPUT.SIZE_DIVISIBILITY 16: the model pads to Hiera's 32 anyway, and the export follows the model
+    (computed from the config, 70 rows would pad to 80, which Hiera cannot run)."""
+    cfg = get_sartm_cfg(CONFIG, [*setup["opts"], "INPUT.SIZE_DIVISIBILITY", "16"])
+    model, module = build_export_module(cfg, 70, 96)
+    g = module.geometry
+    assert model.size_divisibility == 32
+    assert (g.size_divisibility, g.padded_height, g.padded_width) == (32, 96, 96)
 
 
 def test_fp16_export_and_in_graph_resize(setup, tmp_path):
@@ -207,7 +196,7 @@ def test_demo_on_onnx(setup, exported, tmp_path, monkeypatch):
     for i, path in enumerate(images):
         os.symlink(path, frames / f"{i:03d}.png")
     written = cli.main(["--onnx", exported, "--video-input", str(frames), "--output", str(tmp_path / "v")])
-    assert len(written) == 2 and all(cv2.imread(p).shape == (H, 3 * W, 3) for p in written)
+    assert len(written) == 2 and all(cv2.imread(p).shape == cv2.imread(torch_out[0]).shape for p in written)
 
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), cv2.imread(images[0], cv2.IMREAD_UNCHANGED)[:, :90])
@@ -250,3 +239,27 @@ def test_eval_onnx_gives_the_eval_only_table(setup, exported):
     a = json.loads((work / "eval_pt" / "inference" / name / "sem_seg_results.json").read_text())
     b = json.loads((work / "eval_onnx" / name / "sem_seg_results.json").read_text())
     assert a == b
+
+
+def test_eval_onnx_runs_the_degraded_settings_like_eval_only(setup, exported):
+    """TEST.MODALITIES with degraded settings: the two-camera graph runs each of them through the same
+    loader (which degrades the image) and gives --eval-only's numbers; a camera-missing setting is
+    skipped (it needs a one-camera graph)."""
+    work = setup["work"]
+    settings = ["TEST.MODALITIES", "('rgbt', 'rgb', 'thermal-noise-2', 'rgb-fog-3')"]
+    pt_args = ["--config-file", CONFIG, "--eval-only", *setup["opts"], *settings,
+               "OUTPUT_DIR", str(work / "set_pt")]
+    args = default_argument_parser().parse_args(pt_args)
+    torch_results = engine_main(args)
+    tool = _load("tools/eval_onnx.py", "eval_onnx_tool")
+    onnx_results = tool.main(["--config-file", CONFIG, "--onnx", exported, "--output", str(work / "set_onnx"),
+                              *setup["opts"], *settings])
+    name = "synthetic_rgbt_test"
+    assert sorted(onnx_results) == sorted(f"{name}/{s}" for s in ("rgbt", "thermal-noise-2", "rgb-fog-3"))
+    assert f"{name}/rgb" in torch_results
+    for key, result in onnx_results.items():
+        for metric in ("mIoU_all", "pACC"):
+            difference = abs(result["sem_seg"][metric] - torch_results[key]["sem_seg"][metric])
+            assert difference <= 0.1, (key, metric, difference)
+    table = json.loads((work / "set_onnx" / name / "settings.json").read_text())
+    assert "thermal-noise-2" in json.dumps(table) and "rgb-fog-3" in json.dumps(table)

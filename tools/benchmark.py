@@ -27,6 +27,9 @@ with are data in ``benchmarks/*.json``.
     python tools/benchmark.py --sizes t b+ --resolutions 480x640 --what train infer flops --device cpu
     python tools/benchmark.py --device cuda --sizes b+ --dtypes bf16 --modes eager compiled cudagraphs
     python tools/benchmark.py --official-compare   # issue 5's CPU comparison with the official release
+    # onnxruntime fp32 and INT8 (static QDQ, dynamic) beside PyTorch eager fp32/bf16, CPU flags in the title
+    python tools/benchmark.py --device cpu --sizes t b+ --resolutions 480x640 --what infer onnx \
+        --infer-batch-sizes 1 --modes eager --onnx-dtypes fp32 int8 int8-dynamic --threads 2
 
 See ``benchmarks/README.md``.
 """
@@ -52,6 +55,7 @@ import torch
 from sartm_d2.benchmark.measure import (
     DTYPES,
     MODES,
+    ONNX_DTYPES,
     build_benchmark_model,
     build_cfg,
     count_flops,
@@ -149,9 +153,10 @@ def plan(args) -> list[dict]:
             runs += itertools.product(["train"], args.batch_sizes, args.dtypes, modes)
         if "infer" in args.what:
             runs += itertools.product(["infer"], args.infer_batch_sizes, args.dtypes, args.modes)
-        if "onnx" in args.what:  # the exported fp32 model in onnxruntime, batch 1 (the deployed path)
-            group.append({"what": "onnx", "size": size, "resolution": res, "batch": 1, "dtype": "fp32",
-                          "mode": "onnxruntime"})
+        if "onnx" in args.what:  # the exported model in onnxruntime, batch 1 (the deployed path)
+            group += [{"what": "onnx", "size": size, "resolution": res, "batch": 1, "dtype": dtype,
+                       "mode": "onnxruntime", "modalities": m}
+                      for m in args.modalities for dtype in args.onnx_dtypes]
         for what, batch, dtype, mode in runs:
             for modalities in args.modalities if what == "infer" else ["rgbt"]:
                 group.append({"what": what, "size": size, "resolution": res, "batch": batch, "dtype": dtype,
@@ -178,8 +183,9 @@ def run_spec(spec: dict, model, cfg, args, device) -> dict:
     spec = {**spec, **common, "iters": args.iters, "warmup": warmup}
     if spec["what"] == "onnx":
         with tempfile.TemporaryDirectory(prefix="sartm_onnx_") as tmp:
-            res = _guarded(spec, lambda: measure_onnx_infer(model, cfg, hw=hw, iters=args.iters,
-                                                            warmup=max(args.warmup, 1), workdir=tmp))
+            res = _guarded(spec, lambda: measure_onnx_infer(
+                model, cfg, hw=hw, iters=args.iters, warmup=max(args.warmup, 1), workdir=tmp,
+                dtype=spec["dtype"], threads=args.threads, modalities=spec.get("modalities", "rgbt")))
     elif spec["what"] == "train":
         res = _guarded(spec, lambda: measure_train(model, cfg, **kwargs))
     else:
@@ -197,6 +203,8 @@ def run_isolated(spec: dict, args) -> dict:
                "--device", args.device, "--iters", str(args.iters), "--warmup", str(args.warmup),
                "--prepare" if args.prepare else "--no-prepare",
                "--single", json.dumps(spec), "--single-out", out]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         if args.opts:
             cmd += ["--opts", *args.opts]
         logger.info("Running %s in a fresh process.", describe(spec))
@@ -321,6 +329,10 @@ def get_parser() -> argparse.ArgumentParser:
     add("--modalities", nargs="+", choices=MODALITIES, default=["rgbt"],
         help="inputs of 'infer' and 'flops': both streams, or one (the other is not computed) "
              "(default: rgbt)")
+    add("--onnx-dtypes", nargs="+", choices=ONNX_DTYPES, default=["fp32"],
+        help="graphs of 'onnx': fp32, int8 (static QDQ as export_model.py --dtype int8 makes, calibrated on "
+             "random images) and int8-dynamic (default: fp32)")
+    add("--threads", type=int, help="onnxruntime's intra-op threads for 'onnx' (default: all cores)")
     add("--device", help="cpu or cuda (default: cuda when available)")
     add("--iters", type=int, help="timed iterations (default: 10)")
     add("--warmup", type=int, help="untimed iterations first (default: 3; at least 1, 3 when compiled)")
@@ -374,6 +386,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--batch-sizes and --infer-batch-sizes must be >= 1.")
     if not os.path.isfile(args.config_file):
         raise FileNotFoundError(f"--config-file {args.config_file!r} does not exist.")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}.")
     if args.single and not args.single_out:
         raise ValueError("--single needs --single-out.")
     return args

@@ -1,16 +1,26 @@
 #!/usr/bin/env python
-"""onnxruntime fp32 against PyTorch eager fp32 and bf16 (prepared models), in one process, on the CPU.
+"""onnxruntime fp32 and INT8 against PyTorch eager fp32 and bf16 (prepared models), on the CPU, one process.
 
     python tools/measure_onnx.py --sizes t b+ --height 480 --width 640 --runs 5 \\
-        --json benchmarks/results/cpu_onnx_480x640.json
+        --json benchmarks/results/cpu_onnx_int8_480x640.json
 
 Per Hiera size: the paper config (configs/mfnet.yaml) with random weights and random class-name
 embeddings, saved and loaded back as MODEL.WEIGHTS; exported by ``sartm_d2.export`` (fp32, opset 18);
-then the same raw (1, 4, H, W) image through three backends doing the same work (normalise, pad,
-SARTM, crop, argmax): onnxruntime fp32, PyTorch eager fp32 and PyTorch eager bf16
-(INFERENCE_DTYPE bfloat16, both ``prepare_for_inference``-ed), interleaved run by run so that the
-load of a shared machine falls on all three alike. Prints a table and writes every time to JSON.
-``--profile`` adds onnxruntime's per-op-type time of one run (its built-in profiler).
+then the same raw image through the backends of ``--backends``, doing the same work (normalise, pad,
+SARTM, crop, argmax), interleaved run by run (the order rotating) so that the load of a shared
+machine falls on all alike:
+
+* ``onnxruntime_fp32``: the fp32 graph; ``onnxruntime_int8``: static QDQ INT8 as
+  ``export_model.py --dtype int8`` makes it (calibrated on ``--calibration-images`` random images;
+  no gate, random weights have no accuracy to keep); ``onnxruntime_int8_dynamic``: its
+  ``--quantization dynamic``; ``onnxruntime_fp32_rgb``: the one-camera graph (``--modality rgb``,
+  input (1, 3, H, W)), which computes one stream;
+* ``pytorch_fp32`` / ``pytorch_bf16``: PyTorch eager (INFERENCE_DTYPE float32 / bfloat16, both
+  ``prepare_for_inference``-ed) on the same (1, 4, H, W) image.
+
+Prints the CPU's flags (AVX2, AVX-512 VNNI, AVX-512 BF16, AMX: the INT8 and bf16 ratios depend on
+them) and a table, and writes every time to JSON. ``--profile`` adds onnxruntime's per-op-type time
+of one run (its built-in profiler) for each onnxruntime backend.
 """
 
 from __future__ import annotations
@@ -34,15 +44,19 @@ import torch
 from detectron2.modeling import build_model
 
 from sartm_d2 import get_sartm_cfg
-from sartm_d2.benchmark.measure import machine_info
+from sartm_d2.benchmark.measure import cpu_flags, machine_info
+from sartm_d2.benchmark.report import describe_cpu_flags
 from sartm_d2.engine import build_inference_model
-from sartm_d2.export import ExportableSARTM, build_export_module, create_session
+from sartm_d2.export import ExportableSARTM, QuantizationSettings, build_export_module, create_session
 from sartm_d2.export.exporter import write_onnx
+from sartm_d2.export.quantize import quantize_graph
 from sartm_d2.export.runtime import cpu_threads
 
 logger = logging.getLogger("sartm_d2.tools.measure_onnx")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKENDS = ("onnxruntime_fp32", "onnxruntime_int8", "onnxruntime_int8_dynamic", "onnxruntime_fp32_rgb",
+            "pytorch_fp32", "pytorch_bf16")
 
 
 def random_weights(config: str, size: str, folder: str) -> list[str]:
@@ -79,7 +93,7 @@ def ort_op_profile(onnx_path: str, image: np.ndarray, folder: str, threads: int)
 
 
 def measure_size(config: str, size: str, height: int, width: int, runs: int, warmup: int, folder: str,
-                 profile: bool, threads: int) -> dict:
+                 profile: bool, threads: int, backends: list[str], calibration_images: int) -> dict:
     opts = random_weights(config, size, folder)
     cfg = get_sartm_cfg(config, opts)
     t0 = time.perf_counter()
@@ -87,12 +101,26 @@ def measure_size(config: str, size: str, height: int, width: int, runs: int, war
     onnx_path = os.path.join(folder, f"sartm_{size}.onnx")
     write_onnx(module, onnx_path)
     export_s = time.perf_counter() - t0
-
-    bf16_cfg = get_sartm_cfg(config, [*opts, "MODEL.SARTM.INFERENCE_DTYPE", "bfloat16"])
-    bf16_module = ExportableSARTM(build_inference_model(bf16_cfg), module.geometry).eval()
-    session = create_session(onnx_path, threads=threads)
-    image = np.random.default_rng(0).integers(0, 256, size=(1, 4, height, width)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(1, 4, height, width)).astype(np.float32)
     x = torch.from_numpy(image)
+    files = {"onnxruntime_fp32": onnx_path}
+    prepare: dict[str, dict] = {}
+    if "onnxruntime_fp32_rgb" in backends:
+        rgb_module = ExportableSARTM(fp32_model, module.geometry, "rgb").eval()
+        files["onnxruntime_fp32_rgb"] = os.path.join(folder, f"sartm_{size}_rgb.onnx")
+        write_onnx(rgb_module, files["onnxruntime_fp32_rgb"])
+    for name, mode in (("onnxruntime_int8", "static"), ("onnxruntime_int8_dynamic", "dynamic")):
+        if name in backends:
+            files[name] = os.path.join(folder, f"sartm_{size}_{name}.onnx")
+            calibration = [rng.integers(0, 256, size=(4, height, width)).astype(np.float32)
+                           for _ in range(calibration_images if mode == "static" else 0)]
+            settings = QuantizationSettings(mode=mode)
+            prepare[name] = quantize_graph(onnx_path, files[name], settings, calibration)
+
+    def ort_fn(path, feed):
+        session = create_session(path, threads=threads)
+        return lambda: session.run(None, {"image": feed})
 
     def torch_fn(m):
         def run():
@@ -100,52 +128,76 @@ def measure_size(config: str, size: str, height: int, width: int, runs: int, war
                 return m(x)
         return run
 
-    backends = {
-        "onnxruntime_fp32": lambda: session.run(None, {"image": image}),
-        "pytorch_fp32": torch_fn(module),
-        "pytorch_bf16": torch_fn(bf16_module),
+    def bf16_module():
+        bf16_cfg = get_sartm_cfg(config, [*opts, "MODEL.SARTM.INFERENCE_DTYPE", "bfloat16"])
+        return ExportableSARTM(build_inference_model(bf16_cfg), module.geometry).eval()
+
+    rgb_image = np.ascontiguousarray(image[:, :3])
+    available = {
+        "onnxruntime_fp32": lambda: ort_fn(onnx_path, image),
+        "onnxruntime_int8": lambda: ort_fn(files["onnxruntime_int8"], image),
+        "onnxruntime_int8_dynamic": lambda: ort_fn(files["onnxruntime_int8_dynamic"], image),
+        "onnxruntime_fp32_rgb": lambda: ort_fn(files["onnxruntime_fp32_rgb"], rgb_image),
+        "pytorch_fp32": lambda: torch_fn(module),
+        "pytorch_bf16": lambda: torch_fn(bf16_module()),
     }
-    outputs = {name: fn() for name, fn in backends.items()}  # first call, also the parity sample
+    fns = {name: available[name]() for name in backends}
+    outputs = {name: fn() for name, fn in fns.items()}  # first call, also the parity sample
     for _ in range(max(warmup - 1, 0)):
-        for fn in backends.values():
+        for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in backends}
-    cpu_times: dict[str, list[float]] = {name: [] for name in backends}
-    names = list(backends)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    cpu_times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
     for r in range(runs):  # interleaved, rotating the order, so machine load hits all backends alike
         for name in names[r % len(names):] + names[: r % len(names)]:
             start, cpu_start = time.perf_counter(), time.process_time()
-            backends[name]()
+            fns[name]()
             times[name].append(time.perf_counter() - start)
             cpu_times[name].append(time.process_time() - cpu_start)  # all threads of this process
     median = {name: statistics.median(t) for name, t in times.items()}
     median_cpu = {name: statistics.median(t) for name, t in cpu_times.items()}
-    ort_logits, ort_labels = outputs["onnxruntime_fp32"]
-    ref_logits, ref_labels = (t.numpy() for t in outputs["pytorch_fp32"])
-    bf16_labels = outputs["pytorch_bf16"][1].numpy()
+    with torch.no_grad():  # the references: PyTorch fp32 with both streams, and with RGB alone
+        ref = [t.numpy() for t in module(x)[:2]]
+        rgb_reference = ExportableSARTM(fp32_model, module.geometry, "rgb").eval()
+        ref_rgb = [t.numpy() for t in rgb_reference(x[:, :3])[:2]]
+    parity = {}
+    for name, out in outputs.items():
+        logits, labels = (np.asarray(v.float() if isinstance(v, torch.Tensor) else v) for v in out[:2])
+        want_logits, want_labels = ref_rgb if name.endswith("_rgb") else ref
+        parity[name] = {"max_abs_logit_diff_vs_pytorch_fp32": float(np.abs(logits - want_logits).max()),
+                        "argmax_agreement_vs_pytorch_fp32": float((labels == want_labels).mean())}
+    ratios = {}
+    for base in ("pytorch_fp32", "onnxruntime_fp32", "pytorch_bf16"):
+        if base in median:
+            ratios[f"over_{base}"] = {n: median[n] / median[base] for n in median if n != base}
+            ratios[f"cpu_over_{base}"] = {n: median_cpu[n] / median_cpu[base] for n in median if n != base}
     result = {
         "size": size,
         "height": height,
         "width": width,
         "export_s": export_s,
-        "onnx_mb": os.path.getsize(onnx_path) / 1e6,
+        "onnx_mb": {name: os.path.getsize(path) / 1e6 for name, path in files.items()},
+        "quantization": prepare,
         "median_s": median,
         "times_s": times,
         "median_cpu_s": median_cpu,
         "cpu_times_s": cpu_times,
-        "ratio_onnx_over_pytorch_fp32": median["onnxruntime_fp32"] / median["pytorch_fp32"],
-        "ratio_onnx_over_pytorch_bf16": median["onnxruntime_fp32"] / median["pytorch_bf16"],
-        "cpu_ratio_onnx_over_pytorch_fp32": median_cpu["onnxruntime_fp32"] / median_cpu["pytorch_fp32"],
-        "cpu_ratio_onnx_over_pytorch_bf16": median_cpu["onnxruntime_fp32"] / median_cpu["pytorch_bf16"],
-        "parity_random_input": {
-            "max_abs_logit_diff_onnx_vs_fp32": float(np.abs(ort_logits - ref_logits).max()),
-            "argmax_agreement_onnx_vs_fp32": float((ort_labels == ref_labels).mean()),
-            "argmax_agreement_bf16_vs_fp32": float((bf16_labels == ref_labels).mean()),
-        },
+        "ratios": ratios,
+        "parity_random_input": parity,
     }
     if profile:
-        result["onnxruntime_profile"] = ort_op_profile(onnx_path, image, folder, threads)
+        result["onnxruntime_profile"] = {
+            name: ort_op_profile(path, rgb_image if name.endswith("_rgb") else image, folder, threads)
+            for name, path in files.items() if name in fns
+        }
     return result
+
+
+def _ratio_cell(ratios: dict, base: str, name: str) -> str:
+    if name == base or f"over_{base}" not in ratios:
+        return "-".center(13)
+    return f"{ratios[f'over_{base}'][name]:.2f} ({ratios[f'cpu_over_{base}'][name]:.2f})".ljust(13)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -157,6 +209,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--runs", type=int, default=5, help="timed runs per backend (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per backend first")
     p.add_argument("--profile", action="store_true", help="add onnxruntime's per-op-type times")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
+                   help="what to time (default: all)")
+    p.add_argument("--calibration-images", type=int, default=4,
+                   help="random calibration images of the static INT8 graph (default 4)")
     p.add_argument("--threads", type=int, default=cpu_threads(),
                    help="threads of both runtimes (torch.set_num_threads, onnxruntime intra-op)")
     p.add_argument("--json", help="write the results here")
@@ -167,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *(sys.argv[1:] if argv is None else argv)]),
         "machine": {
             "cpu_model": machine_info(torch.device("cpu"))["cpu_model"], "cpus": cpu_threads(),
+            "cpu_flags": cpu_flags(),
             "platform": platform.platform(),
             "torch_threads": torch.get_num_threads(), "onnxruntime_threads": args.threads,
             "load_average_before": load_before,
@@ -174,8 +231,9 @@ def main(argv: list[str] | None = None) -> dict:
         "versions": {"torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
                      "onnx": __import__("onnx").__version__},
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "what": "raw (1,4,H,W) image -> logits + argmax; random weights; median of interleaved runs; "
-                "cpu_s = process CPU time (all threads), robust to other processes' load",
+        "what": "raw (1,4,H,W) image -> logits + argmax ((1,3,H,W) for the rgb graph); random weights; "
+                "median of interleaved runs; cpu_s = process CPU time (all threads), robust to other "
+                "processes' load",
         "rows": [],
     }
     with tempfile.TemporaryDirectory() as folder:
@@ -183,25 +241,21 @@ def main(argv: list[str] | None = None) -> dict:
             logger.info("Hiera-%s at %dx%d", size, args.height, args.width)
             results["rows"].append(
                 measure_size(args.config, size, args.height, args.width, args.runs, args.warmup, folder,
-                             args.profile, args.threads)
+                             args.profile, args.threads, args.backends, args.calibration_images)
             )
     results["machine"]["load_average_after"] = os.getloadavg()
     lines = [f"CPU {results['machine']['cpu_model']} x{results['machine']['cpus']}, "
              f"load {load_before[0]:.1f} -> {results['machine']['load_average_after'][0]:.1f}",
-             f"threads {args.threads}; wall-clock medians (CPU-time ratios in brackets)",
-             "size   HxW       ORT fp32 s  PT fp32 s  PT bf16 s  ORT/PT32      ORT/PTbf16     agree  export s"
-             "  MB"]
+             describe_cpu_flags(results["machine"]["cpu_flags"]),
+             f"threads {args.threads}; wall-clock medians; ratios within this run (CPU-time ratios in ())",
+             "size   backend                    median s  / PT fp32      / ORT fp32     agree %     MB"]
     for r in results["rows"]:
-        m = r["median_s"]
-        lines.append(
-            f"{r['size']:<6} {r['height']}x{r['width']:<5} {m['onnxruntime_fp32']:>10.3f} "
-            f"{m['pytorch_fp32']:>10.3f} "
-            f"{m['pytorch_bf16']:>10.3f} {r['ratio_onnx_over_pytorch_fp32']:>6.2f} "
-            f"({r['cpu_ratio_onnx_over_pytorch_fp32']:.2f}) {r['ratio_onnx_over_pytorch_bf16']:>7.2f} "
-            f"({r['cpu_ratio_onnx_over_pytorch_bf16']:.2f}) "
-            f"{100 * r['parity_random_input']['argmax_agreement_onnx_vs_fp32']:>6.2f} {r['export_s']:>9.1f} "
-            f"{r['onnx_mb']:>4.0f}"
-        )
+        for name, m in r["median_s"].items():
+            cells = [_ratio_cell(r["ratios"], base, name) for base in ("pytorch_fp32", "onnxruntime_fp32")]
+            agree = r["parity_random_input"][name]["argmax_agreement_vs_pytorch_fp32"]
+            mb = r["onnx_mb"].get(name)
+            lines.append(f"{r['size']:<6} {name:<26} {m:>8.3f}  {cells[0]}  {cells[1]}  {100 * agree:>7.2f} "
+                         f"{'' if mb is None else f'{mb:>6.0f}'}")
     print("\n".join(lines))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

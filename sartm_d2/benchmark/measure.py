@@ -69,6 +69,26 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# The CPU flags that decide the INT8 and bf16 ratios (names as /proc/cpuinfo spells them): int8 dot
+# products (avx512_vnni, avx_vnni: without them onnxruntime's int8 kernels use 16-bit intermediate sums),
+# bf16 arithmetic (avx512_bf16, amx_bf16) and the AMX tiles.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Which of ``CPU_FLAGS`` the CPU has (from /proc/cpuinfo; all False where it cannot be read)."""
+    found: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    found = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {flag: flag in found for flag in CPU_FLAGS}
+
+
 def machine_info(device: torch.device) -> dict:
     """Platform, CPU, core count, library versions and the card (or "cpu").
 
@@ -81,6 +101,7 @@ def machine_info(device: torch.device) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_model": _cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
@@ -433,12 +454,28 @@ def measure_model_infer(model, cfg, *, hw, batch, dtype, mode, iters, warmup, de
     return res
 
 
-def measure_onnx_infer(model, cfg, *, hw, iters, warmup, workdir: str) -> dict:
+ONNX_DTYPES = ("fp32", "int8", "int8-dynamic")
+
+
+def measure_onnx_infer(model, cfg, *, hw, iters, warmup, workdir: str, dtype: str = "fp32",
+                       threads: int | None = None, modalities: str = "rgbt",
+                       calibration_images: int = 2) -> dict:
     """onnxruntime on the CPU: the prepared fp32 model exported as ``tools/export_model.py`` does
     (raw (1, 4, H, W) image in; normalisation, padding, resize and argmax in the graph), timed by
-    ``time_calls`` on one random image; the export time and file size too."""
+    ``time_calls`` on one random image; the export time and file size too.
+
+    ``dtype`` "int8": static QDQ as ``export_model.py --dtype int8`` makes it (calibrated on
+    ``calibration_images`` random images; no gate: random weights have no accuracy to keep);
+    "int8-dynamic": ``--quantization dynamic``. ``modalities`` "rgb" / "thermal": a one-camera graph.
+    ``threads``: onnxruntime's intra-op threads (default: all cores).
+    """
     from ..export import ExportableSARTM, create_session, export_geometry
     from ..export.exporter import write_onnx
+    from ..export.graph import MODALITY_CHANNELS
+    from ..export.quantize import QuantizationSettings, quantize_graph
+
+    if dtype not in ONNX_DTYPES:
+        raise ValueError(f"onnx dtype must be one of {ONNX_DTYPES}, got {dtype!r}.")
 
     g = export_geometry(*hw, min_size_test=cfg.INPUT.MIN_SIZE_TEST, max_size_test=cfg.INPUT.MAX_SIZE_TEST,
                         size_divisibility=model.size_divisibility)
@@ -447,14 +484,25 @@ def measure_onnx_infer(model, cfg, *, hw, iters, warmup, workdir: str) -> dict:
     prepared.prepare_for_inference()
     path = os.path.join(workdir, "benchmark.onnx")
     t0 = time.perf_counter()
-    write_onnx(ExportableSARTM(prepared, g).eval(), path)
+    write_onnx(ExportableSARTM(prepared, g, modalities).eval(), path)
     export_s = time.perf_counter() - t0
     del prepared
-    session = create_session(path)
-    image = np.random.default_rng(0).integers(0, 256, size=(1, 4, *hw)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    channels = len(MODALITY_CHANNELS[modalities])
+    extra = {"fp32_onnx_mb": os.path.getsize(path) / 1e6}
+    if dtype != "fp32":
+        quantized = os.path.join(workdir, "benchmark_int8.onnx")
+        settings = QuantizationSettings(mode="dynamic" if dtype == "int8-dynamic" else "static")
+        calibration = [rng.integers(0, 256, size=(channels, *hw)).astype(np.float32)
+                       for _ in range(calibration_images if settings.mode == "static" else 0)]
+        extra["quantization"] = quantize_graph(path, quantized, settings, calibration)
+        path = quantized
+    session = create_session(path, threads=threads)
+    image = rng.integers(0, 256, size=(1, channels, *hw)).astype(np.float32)
     res = measure_infer(lambda: session.run(None, {"image": image}), batch=1, iters=iters, warmup=warmup)
     res.update(export_s=export_s, onnx_mb=os.path.getsize(path) / 1e6, providers=session.get_providers(),
-               onnxruntime=__import__("onnxruntime").__version__)
+               onnxruntime=__import__("onnxruntime").__version__,
+               onnxruntime_threads=session.get_session_options().intra_op_num_threads, **extra)
     return res
 
 

@@ -213,13 +213,20 @@ def derive(results: list[dict], machine: dict, reference: dict | None = None) ->
         if r["what"] == "infer" and r.get("modalities", "rgbt") != "rgbt" and _setting(r) in both:
             if "median_s" in r:
                 r["latency_vs_rgbt"] = r["median_s"] / both[_setting(r)]
-    # onnxruntime against PyTorch eager (fp32 and bf16) at batch 1, measured in this run.
+    # onnxruntime against PyTorch eager (fp32 and bf16) at batch 1 with both streams, and an INT8 or
+    # one-camera graph against the two-stream fp32 graph, measured in this run.
+    onnx_fp32 = {(r["size"], r["resolution"]): r["median_s"] for r in results
+                 if r["what"] == "onnx" and r.get("dtype") == "fp32" and r.get("modalities", "rgbt") == "rgbt"
+                 and "median_s" in r}
     for r in results:
         if r["what"] == "onnx" and "median_s" in r:
             for dtype in ("fp32", "bf16"):
                 ref = both.get((r["size"], r["resolution"], 1, dtype, "eager"))
                 if ref:
                     r[f"latency_vs_eager_{dtype}"] = r["median_s"] / ref
+            ref = onnx_fp32.get((r["size"], r["resolution"]))
+            if ref and (r.get("dtype") != "fp32" or r.get("modalities", "rgbt") != "rgbt"):
+                r["latency_vs_onnx_fp32"] = r["median_s"] / ref
     peak = machine.get("bf16_dense_peak_tflops")
     for r in results:
         if r["what"] not in ("train", "infer") or "pairs_per_s" not in r:
@@ -309,6 +316,16 @@ def check_targets(results: list[dict], targets: dict | None = None) -> list[dict
 
 
 # ---------------------------------------------------------------------------------------- the table
+def describe_cpu_flags(flags: dict[str, bool]) -> str:
+    """"CPU flags: avx2 yes, avx512_vnni no, ..." (``measure.cpu_flags``), and what their absence means."""
+    text = "CPU flags: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())
+    if not (flags.get("avx512_vnni") or flags.get("avx_vnni")):
+        text += " (no VNNI: int8 dot products go through 16-bit sums)"
+    if not (flags.get("avx512_bf16") or flags.get("amx_bf16")):
+        text += " (no bf16 instructions)"
+    return text
+
+
 def _fmt(v, digits=1):
     return "" if v is None else f"{v:.{digits}f}"
 
@@ -346,6 +363,10 @@ def format_table(results: list[dict], machine: dict) -> str:
             if r["what"] == "onnx":
                 keys = ("latency_vs_eager_fp32", "latency_vs_eager_bf16")
                 ratios = [f"{r[k]:.2f}x eager {k[-4:]}" for k in keys if k in r]
+                if "latency_vs_onnx_fp32" in r:
+                    ratios.append(f"{r['latency_vs_onnx_fp32']:.2f}x onnx fp32 rgbt")
+                if "onnx_mb" in r:
+                    ratios.append(f"{r['onnx_mb']:.0f} MB")
                 note = "; ".join(ratios) or note
             tflops = _fmt(r.get("achieved_tflops"), 2)
             if "fraction_of_bf16_peak" in r:
@@ -365,4 +386,6 @@ def format_table(results: list[dict], machine: dict) -> str:
         f"SARTM benchmark on {machine['card']} | CPU {machine['cpu_model']} x{machine['cpu_count']} | "
         f"torch {machine['torch']} | {machine['platform']}"
     )
+    if machine.get("cpu_flags"):
+        title += "\n" + describe_cpu_flags(machine["cpu_flags"])
     return title + "\n" + tabulate(rows, headers=list(headers.values()), tablefmt="github")

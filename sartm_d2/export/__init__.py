@@ -6,17 +6,37 @@ this package needs neither; the functions that use them import them and name the
 """
 
 from .evaluation import OnnxSemSegModel, evaluate_onnx
-from .exporter import EXPORT_DTYPES, OPSET, ExportResult, build_export_module, export_onnx, update_sidecar
-from .graph import HIERA_STRIDE, ExportableSARTM, ExportGeometry, export_geometry
+from .exporter import (
+    EXPORT_DTYPES,
+    OPSET,
+    ExportResult,
+    build_export_module,
+    export_file_name,
+    export_onnx,
+    update_sidecar,
+)
+from .graph import HIERA_STRIDE, MODALITY_CHANNELS, ExportableSARTM, ExportGeometry, export_geometry
 from .parity import (
     FP16_MIN_AGREEMENT,
     FP32_MIN_AGREEMENT,
+    INT8_MAX_MIOU_DIFF,
+    INT8_MIN_AGREEMENT,
     MAX_MIOU_DIFF,
     ParityReport,
     ParitySample,
     check_parity,
     load_parity_samples,
+    max_miou_diff_for,
     min_agreement_for,
+)
+from .quantize import (
+    CALIBRATION_METHODS,
+    QUANTIZATION_MODES,
+    CalibrationImage,
+    Int8Export,
+    QuantizationSettings,
+    export_int8,
+    load_calibration_images,
 )
 from .runtime import (
     DEPLOY_INSTALL_HINT,
@@ -28,28 +48,40 @@ from .runtime import (
 )
 
 __all__ = [
+    "CALIBRATION_METHODS",
     "DEPLOY_INSTALL_HINT",
     "EXPORT_DTYPES",
     "FP16_MIN_AGREEMENT",
     "FP32_MIN_AGREEMENT",
     "HIERA_STRIDE",
+    "INT8_MAX_MIOU_DIFF",
+    "INT8_MIN_AGREEMENT",
     "MAX_MIOU_DIFF",
+    "MODALITY_CHANNELS",
     "OPSET",
+    "QUANTIZATION_MODES",
+    "CalibrationImage",
     "ExportGeometry",
     "ExportResult",
     "ExportableSARTM",
     "InputSizeError",
+    "Int8Export",
     "OnnxSegmenter",
     "OnnxSemSegModel",
     "ParityReport",
     "ParitySample",
+    "QuantizationSettings",
     "build_export_module",
     "check_parity",
     "create_session",
     "evaluate_onnx",
+    "export_file_name",
     "export_geometry",
+    "export_int8",
     "export_onnx",
+    "load_calibration_images",
     "load_parity_samples",
+    "max_miou_diff_for",
     "min_agreement_for",
     "read_sidecar",
     "sidecar_path",

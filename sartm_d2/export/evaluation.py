@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from ..data import get_classes
+from ..data.degradations import expand_settings, parse_setting
 from .runtime import OnnxSegmenter
 
 __all__ = ["OnnxSemSegModel", "evaluate_onnx"]
@@ -40,16 +41,21 @@ class OnnxSemSegModel:
 
 
 def evaluate_onnx(
-    cfg, onnx_path: str, output_dir: str | None = None, providers: Sequence[str] | None = None
+    cfg, onnx_path: str, output_dir: str | None = None, providers: Sequence[str] | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Evaluate ``onnx_path`` on cfg.DATASETS.TEST; results as ``Trainer.test`` returns them.
 
     Files go to ``output_dir/<dataset>`` (default OUTPUT_DIR/inference_onnx), not where
-    ``--eval-only`` writes, so the two can be compared.
+    ``--eval-only`` writes, so the two can be compared. ``threads``: onnxruntime's intra-op threads
+    (default: all CPUs). A one-camera graph reads its camera from the loader's RGB-T images: compare
+    it with ``--eval-only TEST.MODALITIES "('rgb',)"`` (or thermal). A two-camera graph runs every
+    setting of TEST.MODALITIES with both cameras ("rgbt", the degraded ones: :func:`graph_settings`),
+    with ``--eval-only``'s table.
     """
     from ..engine import Trainer  # the engine pulls in the trainer: import on use
 
-    segmenter = OnnxSegmenter(onnx_path, providers)
+    segmenter = OnnxSegmenter(onnx_path, providers, threads)
     if not cfg.DATASETS.TEST:
         raise ValueError("DATASETS.TEST is empty: name the datasets to evaluate on.")
     for name in cfg.DATASETS.TEST:
@@ -78,7 +84,37 @@ def evaluate_onnx(
         )
     loader_cfg.freeze()
     output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference_onnx")
-    evaluators = [Trainer.build_evaluator(cfg, n, os.path.join(output_dir, n)) for n in cfg.DATASETS.TEST]
+    settings = graph_settings(cfg, segmenter.modality, onnx_path)
     providers = ", ".join(segmenter.session.get_providers())
-    logger.info("Evaluating %s with onnxruntime (%s)", onnx_path, providers)
-    return Trainer.test(loader_cfg, OnnxSemSegModel(segmenter), evaluators)
+    camera = "" if segmenter.modality == "rgbt" else f", {segmenter.modality} camera only"
+    logger.info("Evaluating %s with onnxruntime (%s, %d threads%s) on %s", onnx_path, providers,
+                segmenter.session.get_session_options().intra_op_num_threads, camera, ", ".join(settings))
+    model = OnnxSemSegModel(segmenter)
+    if settings == ["rgbt"]:
+        evaluators = [Trainer.build_evaluator(cfg, n, os.path.join(output_dir, n)) for n in cfg.DATASETS.TEST]
+        return Trainer.test(loader_cfg, model, evaluators)
+    return Trainer.test_settings(loader_cfg, model, settings, output_dir)
+
+
+def graph_settings(cfg, modality: str, onnx_path: str) -> list[str]:
+    """The settings of TEST.MODALITIES that a graph of ``modality`` can run, in order.
+
+    A two-camera graph runs "rgbt" and every degraded setting (the loader degrades the image); the
+    settings with a camera missing need that camera's one-camera graph and are skipped with a note.
+    A one-camera graph runs its camera's setting, whatever TEST.MODALITIES says.
+    """
+    from ..engine.defaults import trained_degradation_kinds
+
+    settings = expand_settings(cfg.TEST.MODALITIES, trained_degradation_kinds(cfg))
+    if modality != "rgbt":
+        return [modality]
+    runnable = [s for s in settings if parse_setting(s)[0] == "rgbt"]
+    skipped = [s for s in settings if s not in runnable]
+    if skipped:
+        logger.info("%s takes both cameras: skipping %s (export one-camera graphs with "
+                    "tools/export_model.py --modality rgb|thermal to evaluate them).",
+                    onnx_path, ", ".join(skipped))
+    if not runnable:
+        raise ValueError(f"TEST.MODALITIES {tuple(cfg.TEST.MODALITIES)} has no two-camera setting for "
+                         f"{onnx_path!r}: add 'rgbt' or a degraded setting such as 'thermal-noise-2'.")
+    return runnable

@@ -3,8 +3,9 @@
 Everything the PyTorch inference path does around ``SARTM.inference`` happens inside this module,
 so an exported graph cannot drift from it (samexporter #21: a resize left outside the graph made the
 ONNX output "significantly worse"): the test-time resize of ``RGBTDatasetMapper``
-(``INPUT.MIN_SIZE_TEST``), the normalisation and zero padding of ``SARTM.preprocess_image``, and the
-crop and resize back of ``sem_seg_postprocess``. Only torch is needed here.
+(``INPUT.MIN_SIZE_TEST``), the normalisation (``SARTM.normalize``: the per-image thermal stretch of
+``INPUT.THERMAL_NORM`` included) and zero padding of ``SARTM.preprocess_image``, and the crop and
+resize back of ``sem_seg_postprocess``. Only torch is needed here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from detectron2.data.transforms import ResizeShortestEdge
 from torch import nn
 
-__all__ = ["HIERA_STRIDE", "ExportGeometry", "ExportableSARTM", "export_geometry"]
+__all__ = ["HIERA_STRIDE", "MODALITY_CHANNELS", "ExportGeometry", "ExportableSARTM", "export_geometry"]
 
 HIERA_STRIDE = 32  # Hiera's window tiling and FPN need H and W to be multiples of 32
 
@@ -74,30 +75,62 @@ def export_geometry(
     return ExportGeometry(height, width, rh, rw, ph, pw, int(min_size_test), int(max_size_test), d)
 
 
+# The input of a graph per ``modality``: its channels, in order (one-camera graphs take that camera alone).
+MODALITY_CHANNELS = {"rgbt": ("R", "G", "B", "T"), "rgb": ("R", "G", "B"), "thermal": ("T",)}
+
+
 class ExportableSARTM(nn.Module):
-    """Raw (1, 4, H, W) R, G, B, T in 0..255 -> (logits (1, K, H, W) fp32, labels (1, H, W) int64).
+    """Raw (1, 4, H, W) R, G, B, T in 0..255 -> (logits (1, K, H, W) fp32, labels (1, H, W) int64), and
+    trust (1, 2) fp32 (RGB, thermal) when the model's fusion estimates it (``has_trust``).
 
     Wraps a model prepared for inference (``build_inference_model``: LoRA merged, auxiliary head
-    only when averaged). The normalisation constants are copies, so the model stays untouched.
+    only when averaged); the normalisation is the model's own ``normalize``.
+
+    ``modality`` "rgb" or "thermal" makes a one-camera graph: its input is that camera alone,
+    (1, 3, H, W) R, G, B or (1, 1, H, W) T, and the model runs with the fixed presence mask of
+    ``SARTM.inference(x, present)``, so the backbone computes only that stream (the any-modality
+    model's single-stream cost) and the missing camera's trust is 0. PyTorch's reference is the test
+    mapper's input setting of the same name.
     """
 
-    def __init__(self, model: nn.Module, geometry: ExportGeometry):
+    def __init__(self, model: nn.Module, geometry: ExportGeometry, modality: str = "rgbt"):
         super().__init__()
+        if modality not in MODALITY_CHANNELS:
+            raise ValueError(f"modality must be one of {list(MODALITY_CHANNELS)}, got {modality!r}.")
         self.model = model
         self.geometry = geometry
-        self.register_buffer("pixel_mean", model.pixel_mean.detach().clone().view(1, -1, 1, 1), False)
-        self.register_buffer("pixel_std", model.pixel_std.detach().clone().view(1, -1, 1, 1), False)
+        self.modality = modality
+        self.has_trust = bool(getattr(model.fusion, "estimates_trust", False))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def input_channels(self) -> int:
+        return len(MODALITY_CHANNELS[self.modality])
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["logits", "labels", "trust"] if self.has_trust else ["logits", "labels"]
+
+    def forward(self, image: torch.Tensor):
         g = self.geometry
-        x = image
+        x, present = image, None
+        if self.modality != "rgbt":
+            # The missing camera's channels are zeros that the model never reads (``present``); they only
+            # keep the (1, 4, H, W) layout that ``normalize`` and ``inference`` take.
+            b, _, h, w = image.shape
+            rgb = image if self.modality == "rgb" else image.new_zeros(b, 3, h, w)
+            thermal = image if self.modality == "thermal" else image.new_zeros(b, 1, h, w)
+            x = torch.cat([rgb, thermal], dim=1)
+            present = torch.tensor([[self.modality == "rgb", self.modality == "thermal"]], device=x.device)
         if g.resizes:  # RGBTDatasetMapper: float bilinear resize of RGB and thermal (detectron2 -> torch)
             size = (g.resized_height, g.resized_width)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        x = (x - self.pixel_mean) / self.pixel_std
+        x = self.model.normalize(x)
         # Zeros after normalisation, on the bottom and right (ImageList.from_tensors).
         x = F.pad(x, (0, g.padded_width - g.resized_width, 0, g.padded_height - g.resized_height))
-        logits = self.model.inference(x)[:, :, : g.resized_height, : g.resized_width]
+        logits, trust = self.model.inference(x, present)
+        logits = logits[:, :, : g.resized_height, : g.resized_width]
         if g.resizes:  # sem_seg_postprocess: back to the input's size
             logits = F.interpolate(logits, size=(g.height, g.width), mode="bilinear", align_corners=False)
+        if self.has_trust:
+            return logits, logits.argmax(dim=1), trust
         return logits, logits.argmax(dim=1)

@@ -114,6 +114,8 @@ class OnnxSegmenter:
     Reads everything from the file and its sidecar; no model code and no config are involved.
     ``segmenter(rgb, thermal)`` has the demo predictor's contract (``RGBTPredictor``); read images
     with ``sartm_d2.data.io.read_rgbt(record, segmenter.thermal_16bit_norm)`` as the loader does.
+    ``modality`` is "rgbt", or the camera of a one-camera graph ("rgb", "thermal"), which reads
+    only that camera's channels.
     """
 
     def __init__(self, onnx_path: str, providers: Sequence[str] | None = None, threads: int | None = None):
@@ -125,12 +127,18 @@ class OnnxSegmenter:
         self.class_names = list(self.meta["class_names"])
         self.colors = [tuple(int(v) for v in c) for c in self.meta["colors"]]
         self.thermal_16bit_norm = self.meta["thermal_16bit_norm"]
+        # "rgbt", or the camera of a one-camera graph ("rgb": R, G, B in; "thermal": T in).
+        self.modality = self.meta.get("modality", "rgbt")
+        self.channels = len(self.meta["input"].get("channels", "RGBT"))
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
-        if list(inputs) != ["image"] or list(inputs["image"]) != [1, 4, self.height, self.width]:
+        expected = [1, self.channels, self.height, self.width]
+        if list(inputs) != ["image"] or list(inputs["image"]) != expected:
             raise ValueError(
-                f"{onnx_path!r} has inputs {inputs}, but its sidecar says image [1, 4, {self.height}, "
-                f"{self.width}]: the two files do not belong together; re-export the model."
+                f"{onnx_path!r} has inputs {inputs}, but its sidecar says image {expected}: the two files do "
+                "not belong together; re-export the model."
             )
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.has_trust = "trust" in self.output_names
         parity = self.meta.get("parity")
         if parity is not None and not parity.get("passed", False):
             logger.warning("%s failed its parity check at export: %s", onnx_path, parity.get("failures"))
@@ -143,17 +151,58 @@ class OnnxSegmenter:
                 f"{height} --width {width} (or feed images of the exported size)."
             )
 
+    def outputs(self, image: np.ndarray, source: str = "the image") -> dict[str, np.ndarray]:
+        """(4, H, W) float 0..255 -> every output of the graph without its batch axis: "logits"
+        (K, H, W) float32, "labels" (H, W) int64 and, when the model estimates it, "trust" (2,).
+
+        A one-camera graph takes the (4, H, W) image too (it reads its camera's channels: what the
+        loader gives for every graph), or that camera's channels alone ((3, H, W) or (1, H, W)).
+        """
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim == 3 and image.shape[0] == 4 and self.channels != 4:
+            image = image[:3] if self.modality == "rgb" else image[3:]
+        if image.ndim != 3 or image.shape[0] != self.channels:
+            want = "R, G, B, T" if self.channels == 4 else f"R, G, B, T or {self.modality}"
+            raise ValueError(f"{source}: expected a ({self.channels}, H, W) image ({want} for "
+                             f"{self.path!r}), got shape {image.shape}.")
+        self.check_size(image.shape[1], image.shape[2], source)
+        values = self.session.run(self.output_names, {"image": image[None]})
+        return {name: value[0] for name, value in zip(self.output_names, values)}
+
     def predict(self, image: np.ndarray, source: str = "the image") -> tuple[np.ndarray, np.ndarray]:
         """(4, H, W) float 0..255 -> (logits (K, H, W) float32, labels (H, W) int64)."""
-        image = np.asarray(image, dtype=np.float32)
-        if image.ndim != 3 or image.shape[0] != 4:
-            raise ValueError(f"{source}: expected a (4, H, W) R, G, B, T image, got shape {image.shape}.")
-        self.check_size(image.shape[1], image.shape[2], source)
-        logits, labels = self.session.run(["logits", "labels"], {"image": image[None]})
-        return logits[0], labels[0]
+        out = self.outputs(image, source)
+        return out["logits"], out["labels"]
 
-    def __call__(self, rgb: np.ndarray, thermal: np.ndarray) -> np.ndarray:
-        """rgb uint8 H x W x 3 (RGB order), thermal H x W in 0..255 -> (K, H, W) float32 logits."""
+    def __call__(self, rgb: np.ndarray | None, thermal: np.ndarray | None) -> np.ndarray:
+        """rgb uint8 H x W x 3 (RGB order), thermal H x W in 0..255 -> (K, H, W) float32 logits.
+
+        A one-camera graph reads only its camera; the other may be None (or is ignored).
+        """
+        return self.run(rgb, thermal)[0]
+
+    def run(self, rgb: np.ndarray | None, thermal: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """As ``__call__``, plus the (2,) float32 trust in RGB and thermal (None: the model has none)."""
+        if self.modality != "rgbt":
+            image = rgb if self.modality == "rgb" else thermal
+            if image is None:
+                raise ValueError(
+                    f"{self.path!r} is a one-camera graph for {self.modality} images, but no {self.modality} "
+                    "image was given; export a graph for the camera you have (export_model.py --modality)."
+                )
+            if self.modality == "rgb" and (image.ndim != 3 or image.shape[2] != 3):
+                raise ValueError(f"rgb must be H x W x 3, got shape {image.shape}.")
+            if self.modality == "thermal" and image.ndim != 2:
+                raise ValueError(f"thermal must be H x W, got shape {image.shape}.")
+            self.check_size(*image.shape[:2])
+            chw = image.astype(np.float32).transpose(2, 0, 1) if image.ndim == 3 else image[None]
+            out = self.outputs(np.ascontiguousarray(chw, dtype=np.float32))
+            return out["logits"], out.get("trust")
+        if rgb is None or thermal is None:
+            raise ValueError(
+                f"{self.path!r} takes both cameras (1, 4, H, W); for one camera export a one-camera graph "
+                "(tools/export_model.py --modality rgb|thermal) or run the PyTorch model."
+            )
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"rgb must be H x W x 3, got shape {rgb.shape}.")
         if thermal.shape != rgb.shape[:2]:
@@ -162,4 +211,5 @@ class OnnxSegmenter:
             )
         self.check_size(*rgb.shape[:2])
         image = np.concatenate([rgb.astype(np.float32), thermal.astype(np.float32)[:, :, None]], axis=2)
-        return self.predict(np.ascontiguousarray(image.transpose(2, 0, 1)))[0]
+        out = self.outputs(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return out["logits"], out.get("trust")
