@@ -26,8 +26,13 @@ Examples::
     python demo/demo.py --onnx output/onnx/model.onnx --input night.png --thermal night_ir.png --output vis/
     python demo/demo.py --onnx output/onnx/model.onnx --video-input rgb.mp4 --thermal-video ir.mp4 \\
         --output vis/out.mp4
+    # a one-camera graph (export_model.py --modality thermal): images of that camera, or RGB-T inputs
+    python demo/demo.py --onnx output/onnx/model_thermal_int8.onnx --modality thermal --input ir/ --output v/
 
-Images: writes ``<output>/<name>.png`` per input (three panels side by side, each of the input's size).
+Images: writes ``<output>/<name>.png`` per input: RGB | thermal | prediction side by side, each at
+the input's size or, under 480 px on the short side, upscaled (masks nearest-neighbour), above a
+strip naming the classes present and, for a model that estimates it, its trust in each camera.
+``--overlay-on`` chooses the image under the masks (default: RGB, brightened when dark).
 Streams (``video.py`` reads and writes them): a video when ``--output`` ends in .mp4/.avi/.mkv, at
 the input video's frame rate (10 fps for frame folders, or ``--fps``), else one PNG per frame.
 With ``--onnx``, images must have the exported size (its sidecar ``<file>.json`` says which): the
@@ -46,7 +51,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from predictor import OnnxRGBTPredictor, RGBTPredictor, draw_panel, find_inputs, load_pair
+import torch
+from predictor import OVERLAY_BASES, OnnxRGBTPredictor, RGBTPredictor, draw_panel, find_inputs, load_pair
 from tqdm import tqdm
 from video import DEFAULT_FPS, PanelWriter, RGBTFrame, open_frames
 
@@ -118,7 +124,20 @@ def get_parser():
         help="the thermal video (or folder of thermal frames) of --video-input",
     )
     parser.add_argument(
+        "--overlay-on",
+        choices=OVERLAY_BASES,
+        default="auto",
+        help="the image under the predicted masks: rgb, rgb-bright (brightened), thermal (grey), or auto "
+        "(RGB, brightened when dark, as at night; thermal when there is no RGB)",
+    )
+    parser.add_argument(
         "--fps", type=float, default=None, help="frame rate of an output video (default: the input's; 10)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads: onnxruntime's intra-op threads with --onnx, else torch's (default: all cores)",
     )
     parser.add_argument(
         "--output",
@@ -135,9 +154,8 @@ def get_parser():
     return parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = get_parser()
-    args = parser.parse_args(argv)
+def check_model_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One model: --config-file (PyTorch, MODEL.WEIGHTS in --opts) or --onnx (an exported file), not both."""
     if args.onnx and (args.config_file or args.opts):
         parser.error(
             "--onnx takes everything from the exported file and its sidecar (FILE.json): drop --config-file "
@@ -145,14 +163,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         )
     if not args.onnx and not args.config_file:
         parser.error("give --config-file (a PyTorch model, MODEL.WEIGHTS) or --onnx FILE (an exported one).")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    check_model_source(parser, args)
     if args.video_input and args.input:
         parser.error("--video-input and --input exclude each other: give images or a stream, not both.")
     if args.thermal_video and not args.video_input:
         parser.error("--thermal-video needs --video-input (the RGB video or frame folder it belongs to).")
     if args.video_input and args.thermal:
         parser.error("--thermal belongs to --input images; with --video-input use --thermal-video.")
-    if args.modality != "rgbt" and (args.video_input or args.onnx):
-        parser.error("--modality rgb|thermal takes --input images and the PyTorch model (not --onnx, video).")
+    if args.modality != "rgbt" and args.video_input:
+        parser.error("--modality rgb|thermal takes --input images (a one-camera --onnx graph reads its "
+                     "camera from RGB-T streams).")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}.")
     if not args.video_input and not args.input:
         parser.error("give --input (images) or --video-input (a video or a folder of frames).")
     if args.fps is not None and not args.video_input:
@@ -168,13 +195,15 @@ def run_video(
     metadata,
     writer: PanelWriter,
     total: int | None = None,
+    *,
+    overlay_on: str = "auto",
 ) -> dict:
     """Segment a stream frame by frame and write its panels; return frame count and timings.
 
     ``predict(rgb, thermal)`` takes rgb uint8 H x W x 3 and thermal float32 H x W (0..255) and returns
-    K x H x W logits (a tensor or an array), so any backend can be plugged in. ``total`` (the frame
-    count, when known) sizes the progress bar, shown on stderr for streams longer than
-    PROGRESS_MIN_FRAMES.
+    K x H x W logits (a tensor or an array), or (logits, trust) like ``RGBTPredictor.predict``, so any
+    backend can be plugged in. ``total`` (the frame count, when known) sizes the progress bar, shown
+    on stderr for streams longer than PROGRESS_MIN_FRAMES.
     """
     bar = tqdm(total=total, unit="frame", file=sys.stderr) if total and total > PROGRESS_MIN_FRAMES else None
     model_s, n = 0.0, 0
@@ -182,9 +211,12 @@ def run_video(
     try:
         for frame in frames:
             t0 = time.perf_counter()
-            logits = predict(frame.rgb, frame.thermal)
+            out = predict(frame.rgb, frame.thermal)
             model_s += time.perf_counter() - t0
-            writer.write(draw_panel(frame.rgb, frame.thermal, logits.argmax(0), metadata), frame.name)
+            logits, trust = out if isinstance(out, tuple) else (out, None)
+            panel = draw_panel(frame.rgb, frame.thermal, logits.argmax(0), metadata, trust=trust,
+                               overlay_on=overlay_on)
+            writer.write(panel, frame.name)
             n += 1
             if bar is not None:
                 bar.update()
@@ -206,8 +238,13 @@ def thermal_norm(args, cfg) -> str:
 
 
 def build_predictor(args, cfg):
-    """``predict(rgb, thermal) -> K x H x W logits``, with ``.metadata``: PyTorch, or onnxruntime (--onnx)."""
-    return OnnxRGBTPredictor(args.onnx) if args.onnx else RGBTPredictor(cfg)
+    """``predictor(rgb, thermal) -> K x H x W logits`` and ``predictor.predict(rgb, thermal) -> (logits,
+    trust or None)``, with ``.metadata``: PyTorch, or onnxruntime (--onnx)."""
+    if args.onnx:
+        return OnnxRGBTPredictor(args.onnx, threads=args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return RGBTPredictor(cfg)
 
 
 def main_video(args, cfg) -> list[str]:
@@ -219,7 +256,8 @@ def main_video(args, cfg) -> list[str]:
             count = frames.count or "unknown number of"
             logger.info(f"{frames.description}: {count} frames -> {args.output}")
             try:
-                run_video(frames, predictor, predictor.metadata, writer, total=frames.count)
+                run_video(frames, predictor.predict, predictor.metadata, writer, total=frames.count,
+                          overlay_on=args.overlay_on)
             except InputSizeError as e:
                 raise InputSizeError(f"--video-input {args.video_input!r}: {e}") from None
     return writer.written
@@ -243,10 +281,11 @@ def main(argv=None) -> list[str]:
         start = time.perf_counter()
         rgb, thermal = load_pair(item, norm)
         try:
-            pred = predictor(rgb, thermal).argmax(0)
+            logits, trust = predictor.predict(rgb, thermal)
         except InputSizeError as e:
             raise InputSizeError(f"{item.rgb_path!r}: {e}") from None
-        panel = draw_panel(rgb, thermal, pred, predictor.metadata)
+        panel = draw_panel(rgb, thermal, logits.argmax(0), predictor.metadata, trust=trust,
+                           overlay_on=args.overlay_on)
         path = os.path.join(args.output, f"{item.name}.png")
         if not cv2.imwrite(path, panel[:, :, ::-1]):
             raise OSError(f"Could not write {path!r}: check that the --output folder is writable.")

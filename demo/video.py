@@ -62,7 +62,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from predictor import IMAGE_EXTENSIONS
+from predictor import IMAGE_EXTENSIONS, read_rgbt_image
 
 from sartm_d2.data.io import normalize_thermal, read_rgbt
 
@@ -231,14 +231,10 @@ class _RGBTFolder(FrameReader):
         self.files = _frame_files(folder)
         self.count = len(self.files)
         self.norm = thermal_16bit_norm
-        first = cv2.imread(self.files[0], cv2.IMREAD_UNCHANGED)
-        if first is not None and (first.ndim != 3 or first.shape[2] != 4):
-            channels = 1 if first.ndim == 2 else first.shape[2]
-            raise ValueError(
-                f"{self.files[0]!r} (first frame of {folder!r}) has {channels} channel(s), so the folder is "
-                "not one of 4-channel R,G,B,T frames: give the thermal frames with --thermal-video "
-                "ir_frames/ (or a thermal video)."
-            )
+        read_rgbt_image(
+            self.files[0], "give the thermal frames with --thermal-video ir_frames/ (or a thermal video)",
+            where=f" (first frame of {folder!r})",
+        )
         super().__init__(f"Folder {folder!r}")
 
     def _generate(self):

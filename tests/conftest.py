@@ -1,10 +1,12 @@
 """Shared test helpers. Every test module may import detectron2 first: sartm_d2's compatibility
 fixes are applied here, before any test module is imported."""
 
+import importlib.util
 import os
 
 import cv2
 import pytest
+import torch
 
 import sartm_d2  # noqa: F401
 from sartm_d2 import get_sartm_cfg
@@ -40,3 +42,57 @@ def write_png(path, array):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     assert cv2.imwrite(str(path), array)
     return str(path)
+
+
+def load_script(path: str, name: str):
+    """Import a script of the repository (``tools/export_model.py``) as a module."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def export_fixture_setup(tmp_path_factory, config: str, *opts, seed: int, num_train: int, num_test: int,
+                         height: int, width: int):
+    """A generated synthetic set registered in place of the real one, a tiny random model saved as
+    model_final.pth, and the config options that point at both; a generator for a module fixture that
+    restores the registration after."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from sartm_d2.data.datasets import SYNTHETIC_CLASSES
+    from sartm_d2.data.synthetic import generate_synthetic_rgbt
+    from sartm_d2.modeling import load_text_embeddings
+
+    root = tmp_path_factory.mktemp("d2data")
+    generate_synthetic_rgbt(str(root), seed=seed, num_train=num_train, num_val=1, num_test=num_test,
+                            height=height, width=width)
+    register_all_rgbt(str(root), only=["synthetic"])
+    work = tmp_path_factory.mktemp("export")
+    emb = str(work / "text.pt")
+    torch.save({"embeddings": torch.randn(len(SYNTHETIC_CLASSES), 16), "class_names": SYNTHETIC_CLASSES}, emb)
+    opts = ["MODEL.SARTM.DISTILL.TEACHER", "file", "MODEL.SARTM.DISTILL.EMBEDDINGS_FILE", emb,
+            "OUTPUT_DIR", str(work / "out"), *opts]
+    cfg = get_sartm_cfg(config, opts)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    load_text_embeddings(model, cfg)
+    DetectionCheckpointer(model, save_dir=str(work)).save("model_final")
+    opts += ["MODEL.WEIGHTS", str(work / "model_final.pth")]
+    yield {"root": root, "work": work, "opts": opts}
+    register_all_rgbt(os.getenv("DETECTRON2_DATASETS", "datasets"), only=["synthetic"])
+
+
+def demo_panel_ok(path, height: int, width: int) -> bool:
+    """Whether ``path`` is a demo panel of a ``height`` x ``width`` input: three images side by side at
+    the demo's drawing size (small inputs are upscaled), plus caption and legend rows."""
+    import sys
+
+    demo_dir = os.path.join(ROOT, "demo")
+    if demo_dir not in sys.path:
+        sys.path.insert(0, demo_dir)
+    from predictor import drawing_size
+
+    h, w = drawing_size(height, width)
+    shape = cv2.imread(str(path)).shape
+    return shape[1] == 3 * w and shape[0] > h and shape[2] == 3

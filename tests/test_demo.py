@@ -21,9 +21,9 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
-from detectron2.utils.visualizer import Visualizer
 
 from sartm_d2.config import add_sartm_config
+from sartm_d2.engine import build_inference_model
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo")
 H, W = 64, 96
@@ -168,18 +168,31 @@ def test_read_errors(demo, layouts, tmp_path):
 
 
 def test_missing_weights_errors(demo):
+    """One message per case, from build_inference_model, before the model is built."""
     predictor, _ = demo
     cfg = get_cfg()
     add_sartm_config(cfg)
     cfg.MODEL.WEIGHTS = ""
-    with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty: inference needs trained weights"):
         predictor.RGBTPredictor(cfg)
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty: inference needs trained weights"):
+        build_inference_model(cfg)
     cfg.MODEL.WEIGHTS = "/no/such/model_final.pth"
     with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS file not found: '/no/such/model_final.pth'"):
         predictor.RGBTPredictor(cfg)
 
 
+def _boxes_overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _inside(box, outer):
+    return outer[0] <= box[0] <= box[2] <= outer[2] and outer[1] <= box[1] <= box[3] <= outer[3]
+
+
 def test_draw_panel(demo):
+    """Upscaled panels (masks nearest-neighbour), the legend naming exactly the classes present, and a
+    size that does not depend on the content."""
     predictor, _ = demo
     rng = np.random.default_rng(1)
     rgb = _rgb(rng)
@@ -187,28 +200,130 @@ def test_draw_panel(demo):
     pred = np.zeros((H, W), np.int64)
     pred[10:40, 20:60] = 2
     metadata = Metadata(name="t", stuff_classes=CLASSES, stuff_colors=COLORS)
-    panel = predictor.draw_panel(rgb, thermal, torch.from_numpy(pred), metadata)
-    assert panel.shape == (H, 3 * W, 3) and panel.dtype == np.uint8
-    np.testing.assert_array_equal(panel[:, :W], rgb)
-    inferno = cv2.applyColorMap(thermal.astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
-    np.testing.assert_array_equal(panel[:, W : 2 * W], inferno)
-    expected = Visualizer(rgb, metadata).draw_sem_seg(pred).get_image()
-    np.testing.assert_array_equal(panel[:, 2 * W :], expected)
-    # Each region is tinted towards its class colour: "car" (0, 0, 142) inside the box, black outside.
-    overlay = panel[:, 2 * W :].astype(np.float64)
+    layout = predictor.render_panel(rgb, thermal, torch.from_numpy(pred), metadata, overlay_on="rgb")
+    panel = layout.image
+    h, w = predictor.drawing_size(H, W)
+    assert (h, w) == (480, 720) and layout.scale == 7.5  # 64x96 drawn with a short side of 480
+    header = layout.strip[1] - h
+    assert panel.dtype == np.uint8 and panel.shape == (layout.strip[3], 3 * w, 3) and header > 0
+    np.testing.assert_array_equal(panel[header:header + h, :w], cv2.resize(rgb, (w, h)))
+    inferno = cv2.applyColorMap(cv2.resize(thermal, (w, h)).round().astype(np.uint8), cv2.COLORMAP_INFERNO)
+    np.testing.assert_array_equal(panel[header:header + h, w:2 * w], inferno[:, :, ::-1])
+    assert np.array_equal(predictor.draw_panel(rgb, thermal, pred, metadata, overlay_on="rgb"), panel)
 
-    def dist(img, ys, xs, color):
-        return np.abs(img[ys, xs] - np.array(color, np.float64)).mean()
+    # The legend names the classes present, in class order, each swatch in its class colour.
+    assert [(e.class_id, e.name) for e in layout.legend] == [(0, "background"), (2, "car")]
+    for entry in layout.legend:
+        x0, y0, x1, y1 = entry.box
+        swatch = panel[y0 + 2:y1 - 2, x0 + 2:x1 - 2].reshape(-1, 3)
+        assert (swatch == entry.color).all(), entry
+        assert _inside(entry.box, layout.strip) and _inside(entry.label_box, layout.strip)
+    assert layout.trust == []  # no trust given: no bar
 
-    box, outside = (slice(12, 20), slice(22, 58)), (slice(48, 62), slice(0, 96))
-    assert dist(overlay, *box, COLORS[2]) < 0.5 * dist(rgb.astype(np.float64), *box, COLORS[2])
-    assert dist(overlay, *outside, COLORS[0]) < 0.5 * dist(rgb.astype(np.float64), *outside, COLORS[0])
+    # The car, upscaled nearest-neighbour (rows 10..40 -> 75..300), tinted towards its colour; the
+    # background only dimmed (black would hide the image).
+    overlay = panel[header:header + h, 2 * w:].astype(np.float64)
+    base = cv2.resize(rgb, (w, h)).astype(np.float64)
+    car, outside = (slice(90, 280), slice(160, 440)), (slice(330, 470), slice(0, 700))
+
+    def dist(img, region, color):
+        return np.abs(img[region] - np.array(color, np.float64)).mean()
+
+    assert dist(overlay, car, COLORS[2]) < 0.5 * dist(base, car, COLORS[2])
+    assert overlay[outside].mean() < 0.8 * base[outside].mean() and overlay[outside].mean() > 0.5 * base[
+        outside].mean()
+    edge = pred.copy()
+    edge[10:40, 20:60] = 1  # another class present: another legend, the same size
+    assert predictor.draw_panel(rgb, thermal, edge, metadata).shape == panel.shape
+    # A large input is drawn at its own size.
+    big = predictor.render_panel(_rgb(rng, 480, 640), None, np.zeros((480, 640), np.int64), metadata)
+    assert big.scale == 1.0 and big.image.shape[1] == 3 * 640
+    assert predictor.render_panel(rgb, thermal, pred, metadata, short_side=0).image.shape[1] == 3 * W
     with pytest.raises(ValueError, match="one size"):
         predictor.draw_panel(rgb, thermal, pred[:-1], metadata)
+    with pytest.raises(ValueError, match="overlay_on must be one of"):
+        predictor.draw_panel(rgb, thermal, pred, metadata, overlay_on="ir")
+
+
+def test_legend_names_never_collide(demo):
+    """Many long class names on a small image: the legend wraps; no swatch or name touches another."""
+    predictor, _ = demo
+    names = [f"class with a long name number {i}" for i in range(16)]
+    colors = [(15 * i, 255 - 15 * i, (70 * i) % 256) for i in range(16)]
+    metadata = Metadata(name="long", stuff_classes=names, stuff_colors=colors)
+    pred = np.repeat(np.arange(16), 4)[None, :].repeat(32, axis=0)  # 32 x 64, every class present
+    layout = predictor.render_panel(_rgb(np.random.default_rng(0), 32, 64), None, pred, metadata)
+    assert [e.name for e in layout.legend] == names
+    rows = {e.box[1] for e in layout.legend}
+    assert len(rows) > 1  # wrapped
+    boxes = [b for e in layout.legend for b in (e.box, e.label_box)]
+    for i, a in enumerate(boxes):
+        assert _inside(a, layout.strip)
+        for b in boxes[i + 1:]:
+            assert not _boxes_overlap(a, b), (a, b)
+    # The trust bar sits in the same strip, clear of the legend.
+    with_trust = predictor.render_panel(_rgb(np.random.default_rng(0), 32, 64), None, pred, metadata,
+                                        trust=[0.0, 0.5])
+    assert with_trust.image.shape == layout.image.shape
+    for bar in with_trust.trust:
+        assert _inside(bar.box, layout.strip) and not any(_boxes_overlap(bar.box, b) for b in boxes)
+
+
+def test_trust_bar(demo):
+    """Given a trust, each camera's bar is filled in proportion; a missing camera reads "missing"."""
+    predictor, _ = demo
+    rng = np.random.default_rng(2)
+    rgb, thermal = _rgb(rng), _thermal(rng).astype(np.float32)
+    pred = np.zeros((H, W), np.int64)
+    metadata = Metadata(name="t", stuff_classes=CLASSES, stuff_colors=COLORS)
+    plain = predictor.render_panel(rgb, thermal, pred, metadata)
+    layout = predictor.render_panel(rgb, thermal, pred, metadata, trust=torch.tensor([0.93, 0.12]))
+    assert [(b.name, round(b.value, 2)) for b in layout.trust] == [("RGB", 0.93), ("thermal", 0.12)]
+    rgb_bar, thermal_bar = layout.trust
+    bar_len = rgb_bar.box[2] - rgb_bar.box[0]
+    assert rgb_bar.fill[2] - rgb_bar.fill[0] == round(0.93 * bar_len)
+    assert thermal_bar.fill[2] - thermal_bar.fill[0] == round(0.12 * bar_len)
+    changed = np.argwhere((layout.image != plain.image).any(axis=2))
+    assert len(changed) and _inside((*changed.min(0)[::-1], *changed.max(0)[::-1] + 1), layout.strip)
+    x0, y0, x1, y1 = rgb_bar.fill
+    assert (layout.image[y0:y1, x0:x1] != layout.image[y0, x1 + 1]).any(axis=2).all()  # filled != empty
+
+    one = predictor.render_panel(None, thermal, pred, metadata, trust=np.array([0.4, 0.8], np.float32))
+    assert [(b.name, b.value) for b in one.trust] == [("RGB", None), ("thermal", pytest.approx(0.8))]
+    assert one.trust[0].fill[2] == one.trust[0].fill[0]  # nothing filled for the missing camera
+    with pytest.raises(ValueError, match=r"trust must be \[RGB, thermal\]"):
+        predictor.render_panel(rgb, thermal, pred, metadata, trust=[0.5])
+
+
+def test_overlay_base(demo):
+    """"auto" brightens a dark RGB image under the masks; thermal without RGB; a flag forces one."""
+    predictor, _ = demo
+    rng = np.random.default_rng(3)
+    night = (_rgb(rng) * 0.1).astype(np.uint8)
+    day, thermal = _rgb(rng), _thermal(rng).astype(np.float32)
+    pred = np.zeros((H, W), np.int64)
+    metadata = Metadata(name="t", stuff_classes=CLASSES, stuff_colors=COLORS)
+
+    def base(rgb, t, **kw):
+        return predictor.render_panel(rgb, t, pred, metadata, **kw).overlay_on
+
+    assert base(night, thermal) == "rgb-bright" and base(day, thermal) == "rgb"
+    assert base(None, thermal) == "thermal" and base(night, None, overlay_on="thermal") == "rgb"
+    assert base(night, thermal, overlay_on="rgb") == "rgb"
+    assert base(day, thermal, overlay_on="thermal") == "thermal"
+    bright = predictor.brighten(night)
+    luma = np.array([0.299, 0.587, 0.114])
+    assert np.median(bright @ luma) > 3 * np.median(night @ luma)
+    assert np.array_equal(predictor.brighten(np.full((4, 4, 3), 200, np.uint8)), np.full((4, 4, 3), 200))
+    dark = predictor.render_panel(night, thermal, pred, metadata)
+    forced = predictor.render_panel(night, thermal, pred, metadata, overlay_on="rgb")
+    h, w = predictor.drawing_size(H, W)
+    top = dark.strip[1] - h
+    assert dark.image[top:top + h, 2 * w:].mean() > 2 * forced.image[top:top + h, 2 * w:].mean()
 
 
 # ---------------------------------------------------------------- end to end (tiny model)
-def _tiny_config(tmp_path, dataset_name, min_size_test):
+def _tiny_config(tmp_path, dataset_name, min_size_test, fusion="average"):
     yaml = tmp_path / "tiny.yaml"
     yaml.write_text(
         f"""
@@ -217,7 +332,8 @@ MODEL:
   DEVICE: cpu
   SEM_SEG_HEAD: {{NUM_CLASSES: {len(CLASSES)}}}
   SARTM:
-    FUSION: average
+    FUSION: {fusion}
+    FUSION_LANGUAGE: False
     LORA: {{RANK: 2}}
     AUX_HEAD: {{CONVS_DIM: 16}}
     DISTILL: {{ENABLED: False}}
@@ -252,9 +368,9 @@ def test_demo_end_to_end(demo, layouts, tmp_path):
     written += cli.main(["--config-file", config, *pair, "--output", out, *opts])
     names = ["p0", "p1", "f0", "m0D", "m1N", "s0"]
     assert written == [os.path.join(out, f"{n}.png") for n in names]
-    for path in written:
-        panel = cv2.imread(path, cv2.IMREAD_COLOR)
-        assert panel.shape == (H, 3 * W, 3), path
+    shapes = {cv2.imread(path, cv2.IMREAD_COLOR).shape for path in written}
+    h, w = predictor_mod.drawing_size(H, W)
+    assert len(shapes) == 1 and shapes.pop()[1:] == (3 * w, 3)  # 64x96 inputs drawn upscaled
 
     # The predictor returns logits at the input's size; the overlay panel draws their argmax.
     predictor = predictor_mod.RGBTPredictor(cfg_from(*opts))
@@ -268,16 +384,25 @@ def test_demo_end_to_end(demo, layouts, tmp_path):
     assert merged and all(merged)
     panel = predictor_mod.draw_panel(rgb, thermal, logits.argmax(0), predictor.metadata)
     np.testing.assert_array_equal(cv2.imread(os.path.join(out, "m0D.png"))[:, :, ::-1], panel)
+    assert predictor.predict(rgb, thermal)[1] is None  # the "average" fusion estimates no trust
     with pytest.raises(ValueError, match="thermal must be"):
         predictor(rgb, thermal[:, :-1])
+    # --overlay-on thermal: the masks over the grey thermal image.
+    written = cli.main(["--config-file", config, "--input", layouts["rgbt"][0], "--output",
+                        str(tmp_path / "on_thermal"), "--overlay-on", "thermal", *opts])
+    on_thermal = predictor_mod.draw_panel(rgb, thermal, logits.argmax(0), predictor.metadata,
+                                          overlay_on="thermal")
+    np.testing.assert_array_equal(cv2.imread(written[0])[:, :, ::-1], on_thermal)
+    assert not np.array_equal(on_thermal, panel)
 
 
 def test_demo_with_one_camera(demo, layouts, tmp_path, caplog):
-    """--modality thermal / rgb: one camera's images alone, the missing panel grey and labelled."""
+    """--modality thermal / rgb: one camera's images alone, the missing panel grey and labelled, and the
+    trust of a fusion that estimates one (the missing camera's is 0 and drawn as "missing")."""
     predictor_mod, cli = demo
     name = f"test_demo_one_{uuid.uuid4().hex[:8]}"
     MetadataCatalog.get(name).set(stuff_classes=CLASSES, stuff_colors=COLORS, ignore_label=255)
-    config = _tiny_config(tmp_path, name, min_size_test=0)
+    config = _tiny_config(tmp_path, name, min_size_test=0, fusion="reliability")
     args = cli.get_parser().parse_args(["--config-file", config, "--input", "x", "--output", "y"])
     torch.manual_seed(0)
     model = build_model(cli.setup_cfg(args))
@@ -292,8 +417,9 @@ def test_demo_with_one_camera(demo, layouts, tmp_path, caplog):
     assert [os.path.basename(p) for p in written] == ["p0.png", "p1.png"]
     assert "trained without modality dropout" in caplog.text  # this model never saw one camera
     panel = cv2.imread(written[0])
-    assert panel.shape == (H, 3 * W, 3)
-    rgb_panel = panel[:, :W]
+    h, w = predictor_mod.drawing_size(H, W)
+    rows = slice(panel.shape[0] // 2 - h // 4, panel.shape[0] // 2 + h // 4)  # inside the image row
+    rgb_panel = panel[rows, :w]
     assert (rgb_panel == 96).mean() > 0.9 and (rgb_panel != 96).any()  # grey, with "no RGB" written
     # The panel's prediction is the model's, run on the thermal stream alone.
     item = predictor_mod.RGBTInput("p0", None, os.path.join(thermal_dir, "p0.png"))
@@ -301,19 +427,22 @@ def test_demo_with_one_camera(demo, layouts, tmp_path, caplog):
     assert rgb is None and thermal.shape == (H, W)
     predictor = predictor_mod.RGBTPredictor(cli.setup_cfg(cli.get_parser().parse_args(
         ["--config-file", config, "--input", "x", "--output", "y", *opts])))
-    logits = predictor(None, thermal)
+    logits, trust = predictor.predict(None, thermal)
+    assert trust.shape == (2,) and trust[0] == 0.0 and 0.0 < trust[1] <= 1.0
+    torch.testing.assert_close(predictor(None, thermal), logits)
     any_rgb = torch.rand(3, H, W) * 255  # not computed: whatever the RGB channels hold
     image = torch.cat([any_rgb, torch.from_numpy(thermal)[None]])
     with torch.no_grad():
         expected = predictor.model([{"image": image, "modalities": "thermal"}])[0]["sem_seg"]
     torch.testing.assert_close(logits, expected)
-    expected_panel = predictor_mod.draw_panel(None, thermal, logits.argmax(0), predictor.metadata)
-    np.testing.assert_array_equal(panel[:, :, ::-1], expected_panel)
+    layout = predictor_mod.render_panel(None, thermal, logits.argmax(0), predictor.metadata, trust=trust)
+    np.testing.assert_array_equal(panel[:, :, ::-1], layout.image)
+    assert [b.value for b in layout.trust] == [None, pytest.approx(float(trust[1]))]
 
     rgb_dir = os.path.join(layouts["pst"], "rgb")
     written = cli.main(["--config-file", config, "--modality", "rgb", "--input", rgb_dir, "--output",
                         str(tmp_path / "rgb_only"), *opts])
-    assert (cv2.imread(written[0])[:, W:2 * W] == 96).mean() > 0.9  # the thermal panel is the grey one
+    assert (cv2.imread(written[0])[rows, w:2 * w] == 96).mean() > 0.9  # the thermal panel is the grey one
     # A 4-channel RGBT image with one camera: its other stream is dropped, as the loader reads it.
     rgbt_item = predictor_mod.find_inputs([layouts["rgbt"][0]], modality="thermal")[0]
     _, thermal_only = predictor_mod.load_pair(rgbt_item)

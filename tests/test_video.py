@@ -54,8 +54,19 @@ class StubPredictor:
         StubPredictor.calls = []
 
     def __call__(self, rgb, thermal):
+        return self.predict(rgb, thermal)[0]
+
+    def predict(self, rgb, thermal):
         StubPredictor.calls.append((rgb, thermal))
-        return torch.zeros(len(CLASSES), *rgb.shape[:2])
+        return torch.zeros(len(CLASSES), *rgb.shape[:2]), None
+
+
+def _panel_shape(h=H, w=W):
+    """The shape of a drawn panel for an h x w input (upscaled, with its caption row and legend strip)."""
+    predictor = importlib.import_module("predictor")
+    image = predictor.draw_panel(np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.float32),
+                                 np.zeros((h, w), np.int64), METADATA)
+    return image.shape
 
 
 @pytest.fixture
@@ -155,7 +166,8 @@ def test_video_pair_round_trip(demo, tmp_path):
     assert written == [out]
     frames, fps = _read_all(out)
     assert len(frames) == FRAMES and fps == pytest.approx(7.0)  # the input's frame rate
-    assert all(f.shape == (H, 3 * W, 3) for f in frames)
+    shape = _panel_shape()
+    assert all(f.shape[:2] == (shape[0] + shape[0] % 2, shape[1]) for f in frames)  # even for the encoder
 
 
 # ---------------------------------------------------------------- inputs and outputs (stub predictor)
@@ -171,7 +183,7 @@ def test_frame_folders_with_16bit_tiff_thermal_to_pngs(stub, tmp_path):
     assert written == [os.path.join(out, f"{i:06d}_rgb_{i:03d}.png") for i in range(3)]
     assert sorted(os.listdir(out)) == [os.path.basename(p) for p in written]
     for path in written:
-        assert cv2.imread(path).shape == (H, 3 * W, 3)
+        assert cv2.imread(path).shape == _panel_shape()
     # Each pair is read exactly like a still image (sartm_d2.data.io.read_rgbt, 16-bit minmax).
     for i, (got_rgb, got_thermal) in enumerate(StubPredictor.calls):
         record = {"file_name": os.path.join(rgb, f"rgb_{i:03d}.jpg"),
@@ -209,7 +221,8 @@ def test_rgbt_frame_folder_and_bgra_video(stub, tmp_path):
     out = str(tmp_path / "out.avi")
     assert run("--video-input", folder, "--output", out) == [out]
     panels, fps = _read_all(out)
-    assert len(panels) == 3 and panels[0].shape == (H, 3 * W, 3)
+    shape = _panel_shape()
+    assert len(panels) == 3 and panels[0].shape[:2] == (shape[0] + shape[0] % 2, shape[1])
     assert fps == pytest.approx(10.0)  # frame folders have no frame rate: the default
     for (rgb, thermal), frame in zip(StubPredictor.calls, frames):
         np.testing.assert_array_equal(rgb, frame[:, :, 2::-1])
@@ -244,6 +257,32 @@ def test_predict_called_once_per_frame(demo, tmp_path, capsys):
     assert stats["frames"] == n and len(writer.written) == n
     captured = capsys.readouterr()
     assert f"{n}/{n}" in captured.err and captured.out == ""  # progress bar on stderr only
+
+
+def test_frames_drawn_with_trust_and_overlay_base(demo, tmp_path):
+    """predict -> (logits, trust), as RGBTPredictor.predict: each frame shows its trust bar and the
+    chosen overlay base, exactly as a still image would."""
+    video, cli = demo
+    predictor = importlib.import_module("predictor")
+    rng = np.random.default_rng(4)
+    frames = [video.RGBTFrame(i, f"{i:06d}", rgb, t.astype(np.float32))
+              for i, (rgb, t) in enumerate(zip(_frames(rng, 2, 8, 12), _frames(rng, 2, 8, 12, channels=1)))]
+    trusts = [np.array([0.9, 0.2], np.float32), np.array([0.3, 0.7], np.float32)]
+    logits = np.zeros((len(CLASSES), 8, 12), np.float32)
+    logits[1, 2:6, 3:9] = 1.0
+
+    def predict(rgb, thermal):
+        return logits, trusts[len(written)]
+
+    with video.PanelWriter(str(tmp_path / "panels"), 10.0) as writer:
+        written = writer.written
+        cli.run_video(iter(frames), predict, METADATA, writer, overlay_on="thermal")
+    for frame, trust, path in zip(frames, trusts, written):
+        layout = predictor.render_panel(frame.rgb, frame.thermal, logits.argmax(0), METADATA, trust=trust,
+                                        overlay_on="thermal")
+        np.testing.assert_array_equal(cv2.imread(path)[:, :, ::-1], layout.image)
+        assert [b.value for b in layout.trust] == [pytest.approx(float(v)) for v in trust]
+        assert [e.name for e in layout.legend] == ["background", "person"]
 
 
 def test_panel_writer_pads_odd_sizes(demo, tmp_path):
