@@ -120,9 +120,12 @@ def test_unknown_names_list_the_registered_ones(data, tmp_path):
     cfg = get_sartm_cfg(CONFIG, ["MODEL.SARTM.DISTILL.TEACHER", "bert"])
     with pytest.raises(ValueError, match=r"TEACHER 'bert' is not registered.*'hash_for_test'.*'minilm'"):
         build_text_teacher(cfg)
+    weights = tmp_path / "model_final.pth"  # present, so that the model's build is what fails
+    weights.write_bytes(b"")
     for key, value, listed in (("MODEL.SARTM.FUSION", "concat", "'gated_sum_for_test'"),
                                ("MODEL.SARTM.AUX_HEAD.NAME", "UNetHead", "'LinearAuxHeadForTest'")):
         args = default_argument_parser().parse_args(["--eval-only", "--config-file", CONFIG, key, value,
-                                                     "OUTPUT_DIR", str(tmp_path)])
+                                                     "OUTPUT_DIR", str(tmp_path),
+                                                     "MODEL.WEIGHTS", str(weights)])
         with pytest.raises(ValueError, match=rf"{key} '{value}' is not registered.*{listed}"):
             main(args)

@@ -224,7 +224,9 @@ def build_inference_model(cfg, *, resume: bool = False, prepare: bool = True) ->
     teacher nor the SAM2 checkpoint is needed). ``prepare`` merges LoRA and stores the
     INFERENCE_DTYPE weights once (``SARTM.prepare_for_inference``); the model is then inference-only.
     """
-    model = Trainer.build_model(cfg)  # first: a wrong config key is named before missing weights
+    if not resume:
+        _inference_weights(cfg.MODEL.WEIGHTS)  # fail before the (slow) build
+    model = Trainer.build_model(cfg)
     checkpointer = RGBTCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
     if resume and checkpointer.has_checkpoint():
         path = checkpointer.get_checkpoint_file()
