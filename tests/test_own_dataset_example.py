@@ -45,7 +45,7 @@ def test_own_dataset_example_runs_check_train_eval_and_demo(tmp_path):
         f'_BASE_: ["{ROOT}/configs/own-dataset.yaml", "{ROOT}/configs/quick_schedules/tiny-model.yaml"]\n'
         "MODEL: {DEVICE: cpu, SARTM: {DISTILL: {TEACHER: minilm}}}\n"
         "SOLVER: {MAX_ITER: 3, IMS_PER_BATCH: 2, CHECKPOINT_PERIOD: 1000}\n"
-        "INPUT: {MIN_SIZE_TRAIN: (0,)}\n"  # no resize to detectron2's default 800 px: the test's time
+        "INPUT: {MIN_SIZE_TRAIN: [0]}\n"  # no resize to detectron2's default 800 px: the test's time
         "TEST: {EVAL_PERIOD: 0}\nDATALOADER: {NUM_WORKERS: 0}\n"
     )
     out = tmp_path / "out"
