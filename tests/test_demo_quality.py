@@ -21,7 +21,7 @@ import train_net
 from sartm_d2.data import RGBTDatasetMapper, register_all_rgbt
 from sartm_d2.data.synthetic import generate_synthetic_rgbt
 
-pytestmark = pytest.mark.slow  # three 300-iteration trainings
+pytestmark = pytest.mark.slow  # four 300-iteration trainings
 
 # configs/synthetic-anymodal.yaml reverted to modality dropout alone (the previous any-modality model).
 DROPOUT_ONLY = [
