@@ -52,6 +52,12 @@ def load_script(path: str, name: str):
     return module
 
 
+def demo_cli(monkeypatch):
+    """demo/demo.py as ``python demo/demo.py`` sees it (demo/ first on the import path)."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "demo"))
+    return load_script("demo/demo.py", "sartm_demo_cli")
+
+
 def export_fixture_setup(tmp_path_factory, config: str, *opts, seed: int, num_train: int, num_test: int,
                          height: int, width: int):
     """A generated synthetic set registered in place of the real one, a tiny random model saved as

@@ -6,7 +6,6 @@ One tiny model on a generated 64x96 synthetic set is exported once per module (a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import export_fixture_setup, load_script
+from conftest import demo_cli, export_fixture_setup, load_script
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
@@ -166,16 +165,8 @@ def test_package_imports_without_onnx():
     assert "pip install 'sartm-d2[deploy]'" in out.stdout
 
 
-def _demo_cli(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "demo"))
-    spec = importlib.util.spec_from_file_location("sartm_demo_cli", os.path.join(ROOT, "demo", "demo.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
-
-
 def test_demo_on_onnx(setup, exported, tmp_path, monkeypatch):
-    cli = _demo_cli(monkeypatch)
+    cli = demo_cli(monkeypatch)
     records = DatasetCatalog.get("synthetic_rgbt_test")[:2]
     images = [r["file_name"] for r in records]  # 4-channel RGBT PNGs
     torch_out = cli.main(["--config-file", CONFIG, "--input", *images, "--output", str(tmp_path / "pt"),

@@ -9,7 +9,6 @@ module, and once more with a deliberately broken calibration.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -17,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import export_fixture_setup, load_script
+from conftest import demo_cli, export_fixture_setup, load_script
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
@@ -301,16 +300,8 @@ def test_one_camera_int8(setup, tmp_path):
     assert "MatMulInteger" in {n.op_type for n in onnx.load(path).graph.node}
 
 
-def _demo_cli(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "demo"))
-    spec = importlib.util.spec_from_file_location("sartm_demo_cli", os.path.join(ROOT, "demo", "demo.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
-
-
 def test_demo_takes_int8_and_one_camera_graphs(setup, int8, one_camera, tmp_path, monkeypatch):
-    cli = _demo_cli(monkeypatch)
+    cli = demo_cli(monkeypatch)
     records = DatasetCatalog.get("synthetic_rgbt_test")[:2]
     images = [r["file_name"] for r in records]  # 4-channel RGBT PNGs
     written = cli.main(["--onnx", int8[1], "--input", *images, "--output", str(tmp_path / "int8"),
