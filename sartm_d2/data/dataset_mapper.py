@@ -166,8 +166,7 @@ class RGBTDatasetMapper:
             if not (0.0 <= tp["prob"] <= 1.0 and ranges_ok and tp["gain"][0] > 0 and tp["gamma"][0] > 0):
                 raise ValueError(
                     "INPUT.THERMAL_PHOTOMETRIC: PROB must be in [0, 1] and GAIN, OFFSET, GAMMA (low, high) "
-                    "ranges "
-                    f"with low <= high (GAIN and GAMMA > 0), got {tp}."
+                    f"ranges with low <= high (GAIN and GAMMA > 0), got {tp}."
                 )
         self.keep_clean = keep_clean
         start, end = (int(v) for v in corruption_ramp)
