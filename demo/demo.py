@@ -63,8 +63,8 @@ from detectron2.utils.logger import setup_logger
 
 from sartm_d2 import get_sartm_cfg
 from sartm_d2.data import import_user_module
-from sartm_d2.data.degradations import MODALITIES
 from sartm_d2.export import InputSizeError, read_sidecar
+from sartm_d2.modalities import MODALITIES
 
 logger = logging.getLogger("sartm_d2.demo")
 

@@ -53,10 +53,10 @@ from detectron2.data import transforms as T
 from detectron2.data.catalog import Metadata
 
 from sartm_d2.data import get_classes
-from sartm_d2.data.degradations import MODALITIES
 from sartm_d2.data.io import read_rgb, read_rgbt, read_thermal
 from sartm_d2.engine import build_inference_model
 from sartm_d2.export import OnnxSegmenter
+from sartm_d2.modalities import MODALITIES
 
 __all__ = [
     "DRAW_SHORT_SIDE",

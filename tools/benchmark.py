@@ -81,7 +81,7 @@ from sartm_d2.benchmark.report import (
     load_targets,
     method_notes,
 )
-from sartm_d2.data.degradations import MODALITIES
+from sartm_d2.modalities import MODALITIES
 
 logger = logging.getLogger("sartm_d2.tools.benchmark")
 

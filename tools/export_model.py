@@ -40,7 +40,6 @@ from detectron2.utils.logger import setup_logger
 from sartm_d2 import get_sartm_cfg
 from sartm_d2.export import (
     CALIBRATION_METHODS,
-    MODALITY_CHANNELS,
     QUANTIZATION_MODES,
     QuantizationSettings,
     check_parity,
@@ -52,6 +51,7 @@ from sartm_d2.export import (
 )
 from sartm_d2.export.exporter import check_dtype
 from sartm_d2.export.runtime import require
+from sartm_d2.modalities import CHANNELS, MODALITIES
 from sartm_d2.utils.env import import_user_module
 
 logger = logging.getLogger("sartm_d2.tools.export_model")
@@ -70,7 +70,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, help="input width of the graph (default: the first parity image's)")
     p.add_argument("--dtype", default="fp32",
                    help="fp32 (default), fp16 (converted; I/O stay fp32) or int8 (quantized, for CPUs)")
-    p.add_argument("--modality", choices=list(MODALITY_CHANNELS), default="rgbt",
+    p.add_argument("--modality", choices=list(MODALITIES), default="rgbt",
                    help="rgbt (default), or a one-camera graph: its input is that camera alone and the model "
                    "computes that stream only (for a model trained with modality dropout)")
     q = p.add_argument_group("int8")
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = export_onnx(cfg, args.output, size[0], size[1], args.dtype, config_file=args.config_file,
                          modality=args.modality)
-    channels = len(MODALITY_CHANNELS[args.modality])
+    channels = len(CHANNELS[args.modality])
     print(f"ONNX: {result.onnx_path} ({os.path.getsize(result.onnx_path) / 1e6:.1f} MB, {args.dtype}, "
           f"input 1x{channels}x{size[0]}x{size[1]})\nsidecar: {result.sidecar_path}")
     if args.skip_parity:
@@ -200,7 +200,7 @@ def export_int8_main(args, cfg, size, samples, source) -> int:
                       calibration_source=calibration_source)
     q = out.quantization
     update_sidecar(out.result.onnx_path, parity={**out.parity.to_dict(), "source": source})
-    channels = len(MODALITY_CHANNELS[args.modality])
+    channels = len(CHANNELS[args.modality])
     how = (f"static QDQ, {q['calibration_method']} on {len(q['calibration_images'])} image(s) of "
            f"{calibration_source}" if settings.mode == "static" else "dynamic")
     lines = [

@@ -36,6 +36,7 @@ from sartm_d2 import get_sartm_cfg
 from sartm_d2.data import RGBTDatasetMapper, get_classes, register_all_rgbt
 from sartm_d2.data.synthetic import generate_synthetic_rgbt
 from sartm_d2.engine import RGBTCheckpointer, build_optimizer, build_resumable_train_loader
+from sartm_d2.modalities import CHANNELS
 from sartm_d2.modeling import load_text_embeddings
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
@@ -471,7 +472,6 @@ def measure_onnx_infer(model, cfg, *, hw, iters, warmup, workdir: str, dtype: st
     """
     from ..export import ExportableSARTM, create_session, export_geometry
     from ..export.exporter import write_onnx
-    from ..export.graph import MODALITY_CHANNELS
     from ..export.quantize import QuantizationSettings, quantize_graph
 
     if dtype not in ONNX_DTYPES:
@@ -488,7 +488,7 @@ def measure_onnx_infer(model, cfg, *, hw, iters, warmup, workdir: str, dtype: st
     export_s = time.perf_counter() - t0
     del prepared
     rng = np.random.default_rng(0)
-    channels = len(MODALITY_CHANNELS[modalities])
+    channels = len(CHANNELS[modalities])
     extra = {"fp32_onnx_mb": os.path.getsize(path) / 1e6}
     if dtype != "fp32":
         quantized = os.path.join(workdir, "benchmark_int8.onnx")

@@ -11,11 +11,11 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 
+from ..modalities import CAMERAS, MODALITIES
 from .degradations import (
     KIND_MODALITIES,
     LEGACY_KINDS,
     LEVELS,
-    MODALITIES,
     check_kinds,
     degrade,
     parse_setting,
@@ -157,7 +157,7 @@ class RGBTDatasetMapper:
                 "INPUT.DEGRADATION_AUG_PROB > 0 needs at least one INPUT.DEGRADATION_AUG_KINDS family."
             )
         self.degradation_choices = [
-            (m, k) for m in ("rgb", "thermal") for k in kinds if m in KIND_MODALITIES[k]
+            (m, k) for m in CAMERAS for k in kinds if m in KIND_MODALITIES[k]
         ]
         tp = thermal_photometric if thermal_photometric and thermal_photometric["prob"] > 0 else None
         self.thermal_photometric = tp
@@ -262,14 +262,11 @@ class RGBTDatasetMapper:
     def __call__(self, dataset_dict: dict, iteration: int | None = None) -> dict:
         """Map one record; ``iteration`` (training, given by the loader) drives INPUT.CORRUPTION_RAMP."""
         dataset_dict = copy.deepcopy(dataset_dict)
-        ramp = self._ramp(iteration)
         rgb, thermal = read_rgbt(dataset_dict, self.thermal_16bit_norm)
-        height, width = rgb.shape[:2]
-
         label = None
         label_path = dataset_dict.get("sem_seg_file_name")
         if label_path:
-            label = read_label(label_path, expected_shape=(height, width))
+            label = read_label(label_path, expected_shape=rgb.shape[:2])
             check_label_values(label, self.num_label_classes, label_path, self.ignore_label)
             if self.background_as_ignore:
                 label = remap_background(label, self.ignore_label)
@@ -278,7 +275,24 @@ class RGBTDatasetMapper:
                 f"Training record {dataset_dict.get('file_name')!r} has no 'sem_seg_file_name'; "
                 "training needs a label for every image."
             )
+        return self.map_images(dataset_dict, rgb, thermal, label, iteration)
 
+    def map_images(
+        self,
+        dataset_dict: dict,
+        rgb: np.ndarray,
+        thermal: np.ndarray,
+        label: np.ndarray | None = None,
+        iteration: int | None = None,
+    ) -> dict:
+        """Steps 3 to 6 on images already read (as ``io.read_rgbt`` returns them) and a checked label.
+
+        ``dataset_dict`` gets the outputs (it is changed in place and returned); "image_id" (or
+        "file_name") seeds the test setting's degradation. The predictor (``sartm_d2.engine``) calls
+        this, so that one picture is prepared exactly as the test loader prepares it.
+        """
+        ramp = self._ramp(iteration)
+        height, width = rgb.shape[:2]
         aug_input = T.AugInput(rgb.astype(np.float32), sem_seg=label)
         tfms = self.augmentations(aug_input)
         rgb, label = aug_input.image, aug_input.sem_seg
@@ -326,7 +340,7 @@ class RGBTDatasetMapper:
         else:
             modalities = self.modalities
             if self.degradation is not None:
-                key = str(dataset_dict.get("image_id", dataset_dict["file_name"]))
+                key = str(dataset_dict.get("image_id", dataset_dict.get("file_name")))
                 rgb, thermal = _degrade_one(rgb, thermal, *self.degradation, key)
         dataset_dict["modalities"] = modalities
 

@@ -43,12 +43,13 @@ import zlib
 import cv2
 import numpy as np
 
+from ..modalities import CAMERAS, MODALITIES
+
 __all__ = [
     "DEGRADATION_KINDS", "KIND_MODALITIES", "LEGACY_KINDS", "LEVELS", "MODALITIES", "check_kinds", "degrade",
     "expand_settings", "parse_setting", "setting_kind", "setting_names",
 ]
 
-MODALITIES = ("rgbt", "rgb", "thermal")
 # Which camera each family can hit, in the order settings are listed.
 KIND_MODALITIES = {
     "noise": ("rgb", "thermal"),
@@ -91,7 +92,7 @@ def setting_kind(name: str) -> str | None:
 def setting_names(kinds=DEGRADATION_KINDS) -> list[str]:
     """The three modality sets, then each degradation of ``kinds`` on each camera it applies to."""
     degraded = [
-        f"{m}-{k}-{lv}" for m in ("rgb", "thermal") for k in kinds if m in KIND_MODALITIES[k] for lv in LEVELS
+        f"{m}-{k}-{lv}" for m in CAMERAS for k in kinds if m in KIND_MODALITIES[k] for lv in LEVELS
     ]
     return [*MODALITIES, *degraded]
 

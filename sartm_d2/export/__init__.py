@@ -15,7 +15,7 @@ from .exporter import (
     export_onnx,
     update_sidecar,
 )
-from .graph import HIERA_STRIDE, MODALITY_CHANNELS, ExportableSARTM, ExportGeometry, export_geometry
+from .graph import HIERA_STRIDE, ExportableSARTM, ExportGeometry, export_geometry
 from .parity import (
     FP16_MIN_AGREEMENT,
     FP32_MIN_AGREEMENT,
@@ -57,7 +57,6 @@ __all__ = [
     "INT8_MAX_MIOU_DIFF",
     "INT8_MIN_AGREEMENT",
     "MAX_MIOU_DIFF",
-    "MODALITY_CHANNELS",
     "OPSET",
     "QUANTIZATION_MODES",
     "CalibrationImage",

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from ..data import get_classes
-from .graph import MODALITY_CHANNELS, ExportableSARTM, ExportGeometry, export_geometry
+from ..modalities import CHANNELS, check_modalities
+from .graph import ExportableSARTM, ExportGeometry, export_geometry
 from .runtime import SIDECAR_FORMAT, require, sidecar_path
 
 __all__ = [
@@ -72,8 +73,7 @@ def check_dtype(dtype: str) -> str:
 
 
 def check_modality(modality: str) -> str:
-    if modality not in MODALITY_CHANNELS:
-        raise ValueError(f"--modality must be one of {list(MODALITY_CHANNELS)}, got {modality!r}.")
+    check_modalities(modality, "--modality")
     return modality
 
 
@@ -262,9 +262,9 @@ def write_sidecar(
         "opset": OPSET,
         "modality": check_modality(modality),
         "input": {
-            "name": "image", "shape": [1, len(MODALITY_CHANNELS[modality]), geometry.height, geometry.width],
+            "name": "image", "shape": [1, len(CHANNELS[modality]), geometry.height, geometry.width],
             "dtype": "float32", "height": geometry.height, "width": geometry.width,
-            "channels": list(MODALITY_CHANNELS[modality]),
+            "channels": list(CHANNELS[modality]),
             "range": "0..255: RGB as read (uint8 values), thermal after INPUT.THERMAL_16BIT_NORM "
                      "(sartm_d2.data.io.read_rgbt); normalisation (INPUT.THERMAL_NORM included), resize and "
                      "padding are in the graph",

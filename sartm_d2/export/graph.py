@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from detectron2.data.transforms import ResizeShortestEdge
 from torch import nn
 
-__all__ = ["HIERA_STRIDE", "MODALITY_CHANNELS", "ExportGeometry", "ExportableSARTM", "export_geometry"]
+from ..modalities import CHANNELS, check_modalities
+
+__all__ = ["HIERA_STRIDE", "ExportGeometry", "ExportableSARTM", "export_geometry"]
 
 HIERA_STRIDE = 32  # Hiera's window tiling and FPN need H and W to be multiples of 32
 
@@ -75,10 +77,6 @@ def export_geometry(
     return ExportGeometry(height, width, rh, rw, ph, pw, int(min_size_test), int(max_size_test), d)
 
 
-# The input of a graph per ``modality``: its channels, in order (one-camera graphs take that camera alone).
-MODALITY_CHANNELS = {"rgbt": ("R", "G", "B", "T"), "rgb": ("R", "G", "B"), "thermal": ("T",)}
-
-
 class ExportableSARTM(nn.Module):
     """Raw (1, 4, H, W) R, G, B, T in 0..255 -> (logits (1, K, H, W) fp32, labels (1, H, W) int64), and
     trust (1, 2) fp32 (RGB, thermal) when the model's fusion estimates it (``has_trust``).
@@ -95,8 +93,7 @@ class ExportableSARTM(nn.Module):
 
     def __init__(self, model: nn.Module, geometry: ExportGeometry, modality: str = "rgbt"):
         super().__init__()
-        if modality not in MODALITY_CHANNELS:
-            raise ValueError(f"modality must be one of {list(MODALITY_CHANNELS)}, got {modality!r}.")
+        check_modalities(modality, "modality")
         self.model = model
         self.geometry = geometry
         self.modality = modality
@@ -104,7 +101,7 @@ class ExportableSARTM(nn.Module):
 
     @property
     def input_channels(self) -> int:
-        return len(MODALITY_CHANNELS[self.modality])
+        return len(CHANNELS[self.modality])
 
     @property
     def output_names(self) -> list[str]:

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from ..data import RGBTDatasetMapper
 from ..evaluation import confusion_matrix, segmentation_metrics
+from ..modalities import CHANNELS
 from .exporter import (
     ExportResult,
     build_export_module,
@@ -59,7 +60,6 @@ from .exporter import (
     write_onnx,
     write_sidecar,
 )
-from .graph import MODALITY_CHANNELS
 from .parity import ParityReport, ParitySample, _gt, check_parity, max_miou_diff_for, min_agreement_for
 from .runtime import OnnxSegmenter, require, sidecar_path
 
@@ -656,7 +656,7 @@ def export_int8(
 
 
 def _graph_input(image: np.ndarray, modality: str) -> np.ndarray:
-    channels = MODALITY_CHANNELS[modality]
+    channels = CHANNELS[modality]
     if len(channels) == 4:
         return image.astype(np.float32)
     return (image[:3] if modality == "rgb" else image[3:]).astype(np.float32)

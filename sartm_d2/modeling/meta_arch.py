@@ -16,6 +16,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from ..data import get_classes
+from ..modalities import MODALITIES, PRESENCE
 from .fusion import build_fusion, fusion_class
 from .heads import build_aux_head
 from .losses import (
@@ -27,10 +28,7 @@ from .losses import (
 )
 from .text_teacher import build_text_teacher
 
-__all__ = ["MODALITY_SETS", "SARTM", "THERMAL_NORMS", "robust_thermal_stretch"]
-
-# The "modalities" an input dict may name (default "rgbt"): (RGB present, thermal present).
-MODALITY_SETS = {"rgbt": (True, True), "rgb": (True, False), "thermal": (False, True)}
+__all__ = ["SARTM", "THERMAL_NORMS", "robust_thermal_stretch"]
 
 logger = logging.getLogger(__name__)
 
@@ -484,10 +482,10 @@ class SARTM(nn.Module):
         names = [b.get("modalities", "rgbt") for b in batched_inputs]
         if all(n == "rgbt" for n in names):
             return None
-        unknown = sorted({n for n in names if n not in MODALITY_SETS})
+        unknown = sorted({n for n in names if n not in PRESENCE})
         if unknown:
-            raise ValueError(f'Input "modalities" {unknown} unknown; choose from {sorted(MODALITY_SETS)}.')
-        return torch.tensor([MODALITY_SETS[n] for n in names], dtype=torch.bool, device=self.device)
+            raise ValueError(f'Input "modalities" {unknown} unknown; choose from {list(MODALITIES)}.')
+        return torch.tensor([PRESENCE[n] for n in names], dtype=torch.bool, device=self.device)
 
     def _predict(self, x: torch.Tensor, present: torch.Tensor | None = None):
         """Backbone, fusion and heads on normalised, padded (B, 4, H, W).
