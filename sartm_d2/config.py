@@ -14,11 +14,18 @@ from detectron2.config import get_cfg
 
 
 def add_sartm_config(cfg):
-    """Add SARTM's keys to a Detectron2 config (call once, before merging a YAML file)."""
+    """Add SARTM's keys to a Detectron2 config (call once, before merging a YAML file).
+
+    Replaced keys (``RENAMED_KEYS``) are registered as renamed, so that a YAML file or option that
+    still sets one fails with the key's replacement named (yacs' renamed-key error).
+    """
+    for old, (new, note) in RENAMED_KEYS.items():
+        cfg.register_renamed_key(old, new, note)
     # ---------------------------------------------------------------- input / data
-    # How a 16-bit thermal image is brought to the 0..255 range of 8-bit images:
+    # How a 16-bit thermal FILE is brought to the 0..255 range of 8-bit images when it is read:
     # "percentile" (per image, 1st..99th percentile stretched to 0..255, robust to hot spots),
-    # "minmax" (per image, min..max), or "fixed" (divide by 257, i.e. the full 16-bit range).
+    # "minmax" (per image, min..max), or "fixed" (divide by 257, i.e. the full 16-bit range). An image
+    # without contrast becomes mid-grey (127.5). (INPUT.THERMAL_NORM is the in-model normalisation.)
     cfg.INPUT.THERMAL_16BIT_NORM = "percentile"
     # Modality dropout in training: per sample, the probabilities of keeping both modalities, RGB only
     # or thermal only (each >= 0, summing to 1). A dropped stream is not computed: the fusion uses
@@ -43,15 +50,15 @@ def add_sartm_config(cfg):
     # family "unseen"): any of noise, blur, dark, bright (RGB or thermal), shift, rotate, stripe, hotspot
     # (thermal), fog, glare (RGB), occlude, jpeg (RGB or thermal).
     cfg.INPUT.DEGRADATION_AUG_KINDS = ("noise", "blur", "dark", "bright")
-    # Per-image normalisation of the (8- or 16-bit) thermal channel, inside the model so that training,
-    # evaluation, the demo and the exported graph apply it identically: "none" (the fixed
-    # MODEL.PIXEL_MEAN/STD only, the paper) or "percentile" (each image's 1st..99th percentile mapped
-    # to 64..192 first, leaving headroom for the hottest few percent: invariant to the gain and offset
-    # that AGC changes from frame to frame; sartm_d2.modeling.meta_arch.robust_thermal_stretch).
+    # Normalisation of the thermal channel inside the model (training, evaluation, the demo and the
+    # exported graph apply it identically): "none" (the fixed MODEL.PIXEL_MEAN/STD only, the paper) or
+    # "stretch" (per image, the 1st..99th percentile of the unsaturated pixels mapped to 64..192 first:
+    # invariant to the gain and offset that AGC changes from frame to frame, but the absolute thermal
+    # level is lost; sartm_d2.modeling.preprocessing.thermal_stretch).
     cfg.INPUT.THERMAL_NORM = "none"
     # Thermal photometric augmentation in training: with probability PROB, the thermal image gets a
     # random gain, offset (0..255 units) and gamma drawn uniformly from these ranges (AGC, camera
-    # makes). 0 = off. Gain and offset are invisible to INPUT.THERMAL_NORM "percentile"; gamma is not.
+    # makes). 0 = off. Gain and offset are invisible to INPUT.THERMAL_NORM "stretch"; gamma is not.
     cfg.INPUT.THERMAL_PHOTOMETRIC = CN()
     cfg.INPUT.THERMAL_PHOTOMETRIC.PROB = 0.0
     cfg.INPUT.THERMAL_PHOTOMETRIC.GAIN = (0.5, 2.0)
@@ -59,8 +66,6 @@ def add_sartm_config(cfg):
     cfg.INPUT.THERMAL_PHOTOMETRIC.GAMMA = (0.67, 1.5)
     # Photometric jitter (brightness/contrast/saturation) applied to the RGB image only during training.
     cfg.INPUT.COLOR_AUG = True
-    # Brightness/contrast jitter of the thermal image during training (off: thermal is a measurement).
-    cfg.INPUT.THERMAL_AUG = False
     # Crop: reuse INPUT.CROP.{ENABLED,TYPE,SIZE}; a crop may hold at most this fraction of one class
     # (tried up to 10 times; 1.0 disables the constraint).
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
@@ -133,9 +138,8 @@ def add_sartm_config(cfg):
     cfg.MODEL.SARTM.CONSISTENCY.TRUST_WEIGHT = 0.0
     # With clean copies, the segmentation losses (main, aux) of the clean batch and of the corrupted
     # samples are computed apart: the clean batch's are the plain model's, the corrupted ones are added
-    # as "*_corrupted" times this weight (>= 0), so they do not dilute the fused path's gradient.
-    # 0.25 measured best on the synthetic set (benchmarks/RESULTS.md: fused 75.4 against 74.8 with the
-    # batches mixed, RGB alone 46.1 against 42.6 with 0 and the consistency loss doubled).
+    # as "*_corrupted" times this weight (>= 0), so they do not dilute the fused path's gradient
+    # (benchmarks/RESULTS.md compares weights).
     cfg.MODEL.SARTM.CONSISTENCY.CORRUPTED_LOSS_WEIGHT = 0.25
     # CMX FRM/FFM hyper-parameters: channel reduction of the rectification MLPs, FFM heads.
     cfg.MODEL.SARTM.CMX_REDUCTION = 1
@@ -160,6 +164,10 @@ def add_sartm_config(cfg):
     cfg.MODEL.SARTM.AUX_HEAD.LOSS_WEIGHT = 0.4
     # Inference: average the softmax of main and auxiliary heads instead of the main head alone.
     cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE = False
+
+    # torch.compile the model, for training and inference alike ("" off, "default", "reduce-overhead",
+    # "max-autotune"); compiled in place, so checkpoints keep their keys.
+    cfg.MODEL.SARTM.COMPILE = ""
 
     # Autocast dtype of inference (eval mode): "float32" (none), "bfloat16" (GPUs, and CPUs with
     # AVX512-BF16/AMX; measurements in benchmarks/RESULTS.md), or "float16" (GPUs).
@@ -212,9 +220,16 @@ def add_sartm_config(cfg):
     cfg.TEST.PER_CONDITION = True
     # Write the confusion matrix as .npy/.json and a PNG heat map into OUTPUT_DIR.
     cfg.TEST.SAVE_CONFUSION_MATRIX = True
-    # Compile the model with torch.compile for inference/training ("" off, "default",
-    # "reduce-overhead", "max-autotune").
-    cfg.MODEL.SARTM.COMPILE = ""
+
+
+# Keys that were replaced: a config that still sets one fails, naming its replacement.
+RENAMED_KEYS = {
+    "INPUT.THERMAL_AUG": (
+        "INPUT.THERMAL_PHOTOMETRIC.PROB",
+        "the thermal brightness/contrast jitter is the gain/offset of INPUT.THERMAL_PHOTOMETRIC "
+        "(set PROB > 0, and GAIN, OFFSET, GAMMA ranges)",
+    ),
+}
 
 
 def get_sartm_cfg(config_file: str = "", opts=()) -> CN:

@@ -112,7 +112,8 @@ def test_gradients_reach_only_the_streams_that_exist(model_and_inputs):
     sum(losses.values()).backward()
     # The backbone ran RGB of samples 0 and 1, then thermal of samples 0 and 2 (replicated to 3 channels).
     stacked, kwargs = seen[0]
-    norm = [(b["image"] - model.pixel_mean) / model.pixel_std for b in batch]
+    mean, std = model.input_norm.pixel_mean, model.input_norm.pixel_std  # THERMAL_NORM none
+    norm = [(b["image"] - mean) / std for b in batch]
     expected = torch.stack([norm[0][:3], norm[1][:3], norm[0][3:].expand(3, -1, -1),
                             norm[2][3:].expand(3, -1, -1)])
     torch.testing.assert_close(stacked[:, :, :64, :96], expected)
@@ -154,7 +155,7 @@ def test_settings_names_and_degradations():
     assert len(setting_names(("noise", "blur", "dark", "bright"))) == 27  # the first protocol's table
     assert parse_setting("thermal-blur-3") == ("rgbt", ("thermal", "blur", 3))
     assert expand_settings(["missing", "rgb", "rgb-noise-2"]) == ["rgbt", "rgb", "thermal", "rgb-noise-2"]
-    with pytest.raises(ValueError, match=r"'rgb-stripe-2'.*stripe \(thermal\)"):
+    with pytest.raises(ValueError, match=r"'rgb-stripe-2'.*stripe \(thermal; levels 1/2/3\)"):
         expand_settings(["rgb-stripe-2"])  # fixed-pattern noise is a thermal camera's fault
     img = np.full((128, 160, 3), 100.0, np.float32)
     img[40:80, 50:90] = 200.0

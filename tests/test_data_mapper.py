@@ -1,5 +1,7 @@
 """RGBTDatasetMapper: thermal formats, the 4-channel output, and RGB/thermal/label correspondence."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -8,10 +10,12 @@ import torch
 import sartm_d2  # noqa: F401  (compat first)
 
 # isort: split
+from conftest import tiny_cfg
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
+from detectron2.modeling import build_model
 
-from sartm_d2.config import add_sartm_config
+from sartm_d2.config import add_sartm_config, get_sartm_cfg
 from sartm_d2.data import RGBTDatasetMapper, read_rgbt
 
 PALETTE = np.array([[10, 200, 30], [60, 20, 220], [120, 90, 10], [180, 250, 140], [240, 130, 80]], np.float32)
@@ -158,17 +162,20 @@ def test_train_mapper_from_cfg_all_augmentations(tmp_path):
     assert rgb_changed  # colour jitter reaches RGB only
 
 
-def test_thermal_aug_changes_thermal_only_when_enabled(tmp_path):
-    np.random.seed(0)  # detectron2's augmentations draw from numpy's global generator
-    record, _ = _pattern_record(tmp_path, seed=4)
-    base = {"INPUT.MIN_SIZE_TRAIN": (0,), "INPUT.RANDOM_FLIP": "none", "INPUT.COLOR_AUG": False}
-    off = RGBTDatasetMapper(_cfg(**base, **{"INPUT.THERMAL_AUG": False}), is_train=True)
-    on = RGBTDatasetMapper(_cfg(**base, **{"INPUT.THERMAL_AUG": True}), is_train=True)
-    assert len(off.augmentations.augs) == 0
-    ref = off(record)["image"]
-    outs = [on(record)["image"] for _ in range(4)]
-    assert all(torch.equal(o[:3], ref[:3]) for o in outs)
-    assert any(not torch.allclose(o[3], ref[3]) for o in outs)
+SYNTHETIC = "configs/synthetic.yaml"
+
+
+def test_replaced_keys_and_values_fail_naming_their_replacement(tmp_path):
+    """INPUT.THERMAL_AUG became INPUT.THERMAL_PHOTOMETRIC, INPUT.THERMAL_NORM "percentile" "stretch"."""
+    old = tmp_path / "old.yaml"
+    old.write_text(f'_BASE_: "{os.path.abspath(SYNTHETIC)}"\nINPUT:\n  THERMAL_AUG: True\n')
+    renamed = r"INPUT\.THERMAL_AUG was renamed to INPUT\.THERMAL_PHOTOMETRIC\.PROB"
+    for call in (lambda: get_sartm_cfg(str(old)), lambda: get_sartm_cfg("", ["INPUT.THERMAL_AUG", "True"])):
+        with pytest.raises(KeyError, match=renamed):
+            call()
+    with pytest.raises(ValueError, match="INPUT.THERMAL_NORM 'percentile' was renamed to 'stretch'"):
+        build_model(tiny_cfg(SYNTHETIC, "INPUT.THERMAL_NORM", "percentile", "MODEL.SARTM.DISTILL.ENABLED",
+                             "False", "MODEL.SARTM.FUSION_LANGUAGE", "False"))
 
 
 def test_test_mapper_resizes_but_reports_original_size(tmp_path):
@@ -231,8 +238,9 @@ def test_16bit_thermal_normalisations(tmp_path):
     np.testing.assert_allclose(th.ravel(), np.arange(10000) / 257.0, atol=1e-4)
     _, th = read_rgbt(_rgbt_files(tmp_path, np.full((4, 4), 65535, np.uint16)), "fixed")
     np.testing.assert_allclose(th, 255.0)
-    _, th = read_rgbt(_rgbt_files(tmp_path, np.full((4, 4), 300, np.uint16)), "percentile")
-    np.testing.assert_array_equal(th, 0.0)  # a constant image carries no contrast
+    for norm in ("percentile", "minmax"):  # a constant image carries no contrast: mid-grey
+        _, th = read_rgbt(_rgbt_files(tmp_path, np.full((4, 4), 300, np.uint16)), norm)
+        np.testing.assert_array_equal(th, 127.5)
 
 
 def test_16bit_norm_from_cfg(tmp_path):

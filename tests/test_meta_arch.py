@@ -1,10 +1,12 @@
 """The SARTM meta-architecture end to end through build_model(cfg) with a tiny Hiera."""
 
 import logging
+import math
 import uuid
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import BASE_CONFIG, tiny_cfg
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -156,37 +158,95 @@ def test_thermal_reaches_fused_features_and_logits(make_cfg, fusion):
 
 
 def test_no_object_score_gating(make_cfg):
+    """The logits are the decoder's K class masks, upsampled: no object-score gate overwrites them."""
     model = make_cfg().eval()
-    assert not model.sem_seg_head.decoder.pred_obj_scores
+    _randomise_lora(model)
+    head = model.sem_seg_head
+    assert not head.decoder.pred_obj_scores
+    seen = {}
+    head.register_forward_hook(lambda m, args, out: seen.update(fused=args[0], out=out))
     with torch.no_grad():
         logits = model(_inputs(64, 96))[0]["sem_seg"]
-    assert (logits > -1000).all() and logits.std() > 0
+        fused = seen["fused"]
+        h, w = fused["sfm"].shape[-2:]
+        dense = head.no_mask_embed.weight.view(1, -1, 1, 1).expand(fused["sfm"].shape[0], -1, h, w)
+        masks, *_ = head.decoder.predict_masks(
+            image_embeddings=fused["sfm"], image_pe=head.pe_layer((h, w))[None],
+            sparse_prompt_embeddings=fused["sfm"].new_zeros(fused["sfm"].shape[0], 0, fused["sfm"].shape[1]),
+            dense_prompt_embeddings=dense, repeat_image=False, high_res_features=[fused["ffp"], fused["ifp"]],
+        )
+    torch.testing.assert_close(seen["out"], masks[:, 1:])  # tokens 1..K, untouched
+    expected = F.interpolate(masks[:, 1:].float(), size=(64, 96), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(logits, expected[0])
+    assert logits.std() > 0
 
 
+def _ohem_reference(logits, target, thresh=0.7, min_kept_fraction=1 / 16):
+    """OHEM written plainly: the pixels whose loss exceeds -log(thresh), or the n hardest if fewer."""
+    loss = F.cross_entropy(logits, target, ignore_index=255, reduction="none").flatten()
+    valid = loss[target.flatten() != 255]
+    n_min = max(1, int(valid.numel() * min_kept_fraction))
+    hard = valid[valid > -math.log(thresh)]
+    return hard.mean() if hard.numel() >= n_min else valid.sort(descending=True).values[:n_min].mean()
+
+
+# (config switch, the loss terms it gives, what it must have built)
 ABLATIONS = [
-    ({"MODEL.SARTM.FUSION": "paper"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
-    ({"MODEL.SARTM.FUSION": "average"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
-    ({"MODEL.SARTM.FUSION": "cmx"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
-    ({"MODEL.SARTM.FUSION": "language"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+    ({"MODEL.SARTM.FUSION": "paper"}, {"loss_sem_seg", "loss_aux", "loss_distill"},
+     lambda m: type(m.fusion).__name__ == "PaperFusion" and m.fusion.requires_text),
+    ({"MODEL.SARTM.FUSION": "average"}, {"loss_sem_seg", "loss_aux", "loss_distill"},
+     lambda m: m.fusion.levels["sfm"].cmx is None and m.fusion.levels["sfm"].average is not None),
+    ({"MODEL.SARTM.FUSION": "cmx"}, {"loss_sem_seg", "loss_aux", "loss_distill"},
+     lambda m: m.fusion.levels["sfm"].average is None and m.fusion.levels["sfm"].cmx is not None),
+    ({"MODEL.SARTM.FUSION": "language"}, {"loss_sem_seg", "loss_aux", "loss_distill"},
+     lambda m: m.fusion.levels["sfm"].cmx is None and m.fusion.requires_text),
     ({"MODEL.SARTM.DISTILL.ENABLED": False, "MODEL.SARTM.FUSION_LANGUAGE": False},  # without language
-     {"loss_sem_seg", "loss_aux"}),
-    ({"MODEL.SARTM.DISTILL.ENABLED": False}, {"loss_sem_seg", "loss_aux"}),  # language fusion kept
-    ({"MODEL.SARTM.DISTILL.ENABLED": False, "MODEL.SARTM.FUSION": "language"}, {"loss_sem_seg", "loss_aux"}),
-    ({"MODEL.SARTM.AUX_HEAD.NAME": ""}, {"loss_sem_seg", "loss_distill"}),  # without aux head
-    ({"MODEL.SARTM.LORA.RANK": 4}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
-    ({"MODEL.SARTM.AUX_HEAD.NAME": "DeepLabAuxHead"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
-    ({"MODEL.SARTM.AUX_HEAD.NAME": "SegFormerAuxHead"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
-    ({"MODEL.SEM_SEG_HEAD.LOSS_TYPE": "cross_entropy"}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
-    ({"MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE": True}, {"loss_sem_seg", "loss_aux", "loss_distill"}),
+     {"loss_sem_seg", "loss_aux"}, lambda m: m.text_embeddings is None and not m.fusion.requires_text),
+    ({"MODEL.SARTM.DISTILL.ENABLED": False}, {"loss_sem_seg", "loss_aux"},  # language fusion kept
+     lambda m: m.fusion.requires_text and not m.criterion.distill_enabled),
+    ({"MODEL.SARTM.DISTILL.ENABLED": False, "MODEL.SARTM.FUSION": "language"}, {"loss_sem_seg", "loss_aux"},
+     lambda m: type(m.fusion).__name__ == "LanguageFusion" and not m.criterion.distill_enabled),
+    ({"MODEL.SARTM.AUX_HEAD.NAME": ""}, {"loss_sem_seg", "loss_distill"},  # without aux head
+     lambda m: m.aux_head is None),
+    ({"MODEL.SARTM.LORA.RANK": 4}, {"loss_sem_seg", "loss_aux", "loss_distill"},
+     lambda m: {p.shape[2] for n, p in m.named_parameters() if n.endswith("lora_A")} == {4}),
+    ({"MODEL.SARTM.AUX_HEAD.NAME": "DeepLabAuxHead"}, {"loss_sem_seg", "loss_aux", "loss_distill"},
+     lambda m: type(m.aux_head).__name__ == "DeepLabAuxHead"),
+    ({"MODEL.SARTM.AUX_HEAD.NAME": "SegFormerAuxHead"}, {"loss_sem_seg", "loss_aux", "loss_distill"},
+     lambda m: type(m.aux_head).__name__ == "SegFormerAuxHead"),
+    ({"MODEL.SEM_SEG_HEAD.LOSS_TYPE": "cross_entropy"}, {"loss_sem_seg", "loss_aux", "loss_distill"},
+     lambda m: m.criterion.loss_type == "cross_entropy"),
+    ({"MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE": True}, {"loss_sem_seg", "loss_aux", "loss_distill"},
+     lambda m: m.aux_average_at_inference),
 ]
 
 
-@pytest.mark.parametrize("opts,expected", ABLATIONS, ids=lambda x: str(x) if isinstance(x, dict) else "")
-def test_train_step_and_inference_for_each_switch(make_cfg, opts, expected):
+@pytest.mark.parametrize("opts,expected,built", ABLATIONS,
+                         ids=lambda x: str(x) if isinstance(x, dict) else "")
+def test_train_step_and_inference_for_each_switch(make_cfg, opts, expected, built):
+    """Each switch builds its part, and the main and aux losses are the configured loss of the heads'
+    own logits (recomputed here), at the configured weights."""
     model = make_cfg(**opts)
-    losses = _train_step(model, _inputs(64, 96))
+    assert built(model), opts
+    logits = {}
+    model.sem_seg_head.register_forward_hook(lambda m, a, out: logits.update(main=out))
+    if model.aux_head is not None:
+        model.aux_head.register_forward_hook(lambda m, a, out: logits.update(aux=out))
+    inputs = _inputs(64, 96)
+    losses = _train_step(model, inputs)
     assert set(losses) == expected
+    target = torch.stack([b["sem_seg"] for b in inputs])
+    reference = _ohem_reference if model.criterion.loss_type == "ohem" else (
+        lambda x, t: F.cross_entropy(x, t, ignore_index=255))
+    for name, key, weight in (("main", "loss_sem_seg", 1.0), ("aux", "loss_aux", 0.4)):
+        if name in logits:
+            up = F.interpolate(logits[name].detach().float(), size=(64, 96), mode="bilinear",
+                               align_corners=False)
+            torch.testing.assert_close(losses[key].detach(), weight * reference(up, target),
+                                       rtol=1e-5, atol=1e-6)
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and "absent" not in n]
+    assert all(model.get_parameter(n).grad is not None for n in trainable)
     model.eval()
     with torch.no_grad():
         out = model(_inputs(64, 96, b=1))

@@ -21,22 +21,21 @@ from detectron2.utils.events import EventStorage
 from sartm_d2.data import RGBTDatasetMapper, register_all_rgbt
 from sartm_d2.data import dataset_mapper as mapper_module
 from sartm_d2.data.degradations import (
-    DEGRADATION_KINDS,
-    KIND_MODALITIES,
-    LEVELS,
+    degradation_kinds,
     degrade,
     expand_settings,
+    get_degradation,
     setting_kind,
 )
 from sartm_d2.data.synthetic import generate_synthetic_rgbt, render_scene
 from sartm_d2.evaluation import thermal_gain_agreement, write_settings_table
 from sartm_d2.modeling.fusion import FUSION_REGISTRY, ReliabilityFusion
 from sartm_d2.modeling.losses import consistency_loss, trust_fidelity_loss
-from sartm_d2.modeling.meta_arch import robust_thermal_stretch
+from sartm_d2.modeling.preprocessing import SATURATED, thermal_stretch
 
 CONFIG = "configs/quick_schedules/synthetic_instant_test.yaml"
 NO_TEXT = ["MODEL.SARTM.DISTILL.ENABLED", "False", "MODEL.SARTM.FUSION_LANGUAGE", "False"]
-ROBUST = ["MODEL.SARTM.FUSION", "reliability", "INPUT.THERMAL_NORM", "percentile"]
+ROBUST = ["MODEL.SARTM.FUSION", "reliability", "INPUT.THERMAL_NORM", "stretch"]
 H, W = 64, 96
 
 
@@ -61,32 +60,52 @@ def test_thermal_stretch_ignores_gain_and_offset_and_matches_numpy_percentiles()
     _, thermal, _ = _scene(day=False)
     thermal = 30.0 + thermal * (120.0 / thermal.max())  # 30..150: no change below saturates
     t = torch.from_numpy(thermal)[None, None]
-    ref = robust_thermal_stretch(t)
+    ref = thermal_stretch(t)
     for gain, offset in ((0.5, 0.0), (1.5, 0.0), (0.3, 40.0), (0.8, -20.0)):
         changed = (t * gain + offset).clamp(0, 255)
         assert torch.equal(changed, t * gain + offset)  # nothing saturates: a pure gain/offset change
-        torch.testing.assert_close(robust_thermal_stretch(changed), ref, atol=1e-3, rtol=0)
+        torch.testing.assert_close(thermal_stretch(changed), ref, atol=1e-3, rtol=0)
     # 128x160 = 20480 pixels > 2^14: a sub-grid of every 2nd pixel; its order statistics, as numpy has them.
     sample = thermal[::2, ::2].ravel()
     lo, hi = np.percentile(sample, 1, method="lower"), np.percentile(sample, 99, method="higher")
     expected = np.clip(64.0 + (thermal - lo) * 128.0 / (hi - lo), 0, 255)  # the 1..99% range -> 64..192
     np.testing.assert_allclose(ref[0, 0].numpy(), expected, atol=1e-3)
     assert 0.0 < float(ref.min()) < 64.0 and 192.0 < float(ref.max()) < 255.0  # the tails keep their texture
-    assert torch.all(robust_thermal_stretch(torch.full((2, 1, 8, 8), 77.0)) == 64.0)  # a flat image
+    assert torch.all(thermal_stretch(torch.full((2, 1, 8, 8), 77.0)) == 128.0)  # a flat image: mid-grey
 
 
-def test_percentile_model_is_gain_invariant_by_construction(synthetic):
-    """Measured (random tiny model, 4 test images): 100.00% agreement at x0.5 and x1.5 with
-    "percentile"; the same weights with "none" agree on 36% (x0.5) and 66% (x1.5) of the pixels."""
+def test_thermal_stretch_ignores_saturated_pixels():
+    """A clipped hot source does not move the quantiles: the rest of the scene keeps its stretch."""
+    _, thermal, _ = _scene(day=False)
+    thermal = 30.0 + thermal * (120.0 / thermal.max())
+    t = torch.from_numpy(thermal)[None, None]
+    hot = t.clone()
+    hot[..., 20:60, 30:90] = 255.0  # 15% of the image saturated, far more than the top 1%
+    ref, out = thermal_stretch(t), thermal_stretch(hot)
+    outside = torch.ones_like(t, dtype=torch.bool)
+    outside[..., 20:60, 30:90] = False
+    # The unsaturated pixels' quantiles move only by the pixels the hot source covers.
+    sample = hot[0, 0, ::2, ::2]
+    kept = sample[sample < SATURATED].numpy()
+    lo, hi = np.percentile(kept, 1, method="lower"), np.percentile(kept, 99, method="higher")
+    expected = np.clip(64.0 + (hot[0, 0].numpy() - lo) * 128.0 / (hi - lo), 0, 255)
+    np.testing.assert_allclose(out[0, 0].numpy(), expected, atol=1e-3)
+    assert float((out - ref)[outside].abs().mean()) < 3.0  # without the rule the scene would be squeezed
+    assert torch.all(thermal_stretch(torch.full((1, 1, 8, 8), 255.0)) == 128.0)  # all saturated: no contrast
+
+
+def test_stretch_model_is_gain_invariant_by_construction(synthetic):
+    """A random model with the stretch predicts the same labels under a thermal gain step; the same
+    weights without it do not."""
     torch.manual_seed(0)
-    cfg = tiny_cfg(CONFIG, *NO_TEXT, "INPUT.THERMAL_NORM", "percentile")
+    cfg = tiny_cfg(CONFIG, *NO_TEXT, "INPUT.THERMAL_NORM", "stretch")
     model = build_model(cfg).eval()
     records = DatasetCatalog.get("synthetic_rgbt_test")
     result = thermal_gain_agreement(model, RGBTDatasetMapper(cfg, is_train=False), records)
     assert result[0.5]["images"] == result[1.5]["images"] == 4
     assert result[0.5]["dimmed"] == 0 and result[1.5]["dimmed"] == 4  # warm objects near 255: no headroom
     assert all(r["agreement"] >= 0.99 for r in result.values()), result
-    model.thermal_norm = "none"
+    model.input_norm.thermal_norm = "none"
     fixed = thermal_gain_agreement(model, RGBTDatasetMapper(cfg, is_train=False), records)
     assert fixed[0.5]["agreement"] < result[0.5]["agreement"]
 
@@ -94,13 +113,14 @@ def test_percentile_model_is_gain_invariant_by_construction(synthetic):
 # ------------------------------------------------------------------ field corruptions
 
 
-@pytest.mark.parametrize("kind", DEGRADATION_KINDS)
+@pytest.mark.parametrize("kind", degradation_kinds())
 def test_each_family_is_deterministic_per_image_and_grows_with_its_level(kind):
     rgb, thermal, _ = _scene(day=True, seed=1)
-    for camera in KIND_MODALITIES[kind]:
+    family = get_degradation(kind)
+    for camera in family.cameras:
         image = rgb if camera == "rgb" else thermal
-        outs = [degrade(image, kind, lv, seed_key="img_1") for lv in LEVELS]
-        for lv, out in zip(LEVELS, outs):
+        outs = [degrade(image, kind, lv, seed_key="img_1") for lv in family.levels]
+        for lv, out in zip(family.levels, outs):
             assert out.shape == image.shape and out.dtype == np.float32
             assert 0.0 <= out.min() and out.max() <= 255.0
             assert np.array_equal(out, degrade(image, kind, lv, seed_key="img_1"))  # same image: same draw
@@ -110,7 +130,7 @@ def test_each_family_is_deterministic_per_image_and_grows_with_its_level(kind):
 
 @pytest.mark.parametrize("kind", ["noise", "occlude", "shift", "rotate", "stripe", "hotspot", "fog", "glare"])
 def test_random_families_differ_between_images(kind):
-    camera = KIND_MODALITIES[kind][-1]
+    camera = get_degradation(kind).cameras[-1]
     rgb, thermal, _ = _scene(seed=2)
     image = rgb if camera == "rgb" else thermal
     assert not np.array_equal(degrade(image, kind, 2, seed_key="a"), degrade(image, kind, 2, seed_key="b"))
@@ -358,7 +378,7 @@ def test_exported_graph_carries_the_thermal_stretch_and_the_trust(synthetic, tmp
     segmenter = OnnxSegmenter(result.onnx_path)
     assert segmenter.output_names == ["logits", "labels", "trust"]
     meta = json.loads(open(result.sidecar_path).read())
-    assert meta["thermal_norm"] == "percentile" and meta["outputs"]["trust"]["shape"] == [1, 2]
+    assert meta["thermal_norm"] == "stretch" and meta["outputs"]["trust"]["shape"] == [1, 2]
     samples = load_parity_samples(DatasetCatalog.get("synthetic_rgbt_test"), "percentile", limit=4)
     report = check_parity(cfg, result.model, segmenter, samples)
     assert report.passed and report.max_abs_trust_diff < 1e-4, report.failures

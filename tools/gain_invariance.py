@@ -7,7 +7,7 @@
 Runs the ``--eval-only`` model on DATASETS.TEST[0] (test mapper, clean input) and again with the
 thermal image times each ``--gains`` value, and prints the argmax agreement (where a gain > 1 would
 saturate a pixel, the pair is the image dimmed to leave headroom and that image times the gain:
-``sartm_d2.evaluation.thermal_gain_agreement``). With ``INPUT.THERMAL_NORM "percentile"`` it is 100%
+``sartm_d2.evaluation.thermal_gain_agreement``). With ``INPUT.THERMAL_NORM "stretch"`` it is 100%
 up to float rounding, by construction; with "none" it shows what an AGC step does to the model.
 """
 

@@ -12,14 +12,7 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 
 from ..modalities import CAMERAS, MODALITIES
-from .degradations import (
-    KIND_MODALITIES,
-    LEGACY_KINDS,
-    LEVELS,
-    check_kinds,
-    degrade,
-    parse_setting,
-)
+from .degradations import LEGACY_KINDS, check_kinds, degrade, get_degradation, parse_setting
 from .io import check_label_values, read_label, read_rgbt, remap_background
 
 __all__ = ["RGBTDatasetMapper"]
@@ -29,7 +22,6 @@ logger = logging.getLogger(__name__)
 # Jitter ranges of the photometric augmentations (multiplicative factors, as in detectron2's
 # RandomBrightness / RandomContrast / RandomSaturation).
 _COLOR_JITTER = (0.8, 1.2)
-_THERMAL_JITTER = (0.9, 1.1)
 
 
 def _thermal_photometric(thermal: np.ndarray, gain: float, offset: float, gamma: float) -> np.ndarray:
@@ -65,9 +57,8 @@ class RGBTDatasetMapper:
        returned transforms are applied to the thermal image. RGB and thermal are both float32 here,
        so both are resized by the same bilinear interpolation (detectron2 would use PIL for
        uint8 and torch for float, two different filters) while the label uses nearest.
-    4. Photometric augmentation after geometry: ``color_augmentations`` on RGB only,
-       ``thermal_augmentations`` and the AGC-like ``thermal_photometric`` (gain, offset, gamma) on
-       thermal only; all clipped back to 0..255.
+    4. Photometric augmentation after geometry: ``color_augmentations`` on RGB only, the AGC-like
+       ``thermal_photometric`` (gain, offset, gamma) on thermal only; both clipped back to 0..255.
     5. Which modalities the model sees ("modalities": "rgbt", "rgb" or "thermal"): in training drawn
        per sample with ``modality_probs`` (modality dropout; the loader seeds the draw by the
        sample's position, so it is reproducible and resumes exactly), and a sample with both may get
@@ -87,7 +78,6 @@ class RGBTDatasetMapper:
         is_train: bool,
         augmentations: Sequence[T.Augmentation | T.Transform],
         color_augmentations: Sequence[T.Augmentation | T.Transform] = (),
-        thermal_augmentations: Sequence[T.Augmentation | T.Transform] = (),
         thermal_16bit_norm: str = "percentile",
         num_label_classes: int,
         background_as_ignore: bool = False,
@@ -106,7 +96,6 @@ class RGBTDatasetMapper:
             is_train: training mode (a label is then required).
             augmentations: geometric augmentations applied to RGB, thermal and label together.
             color_augmentations: photometric augmentations of the RGB image only.
-            thermal_augmentations: photometric augmentations of the thermal image only.
             thermal_16bit_norm: "percentile", "minmax" or "fixed" (see ``sartm_d2.data.io``).
             num_label_classes: classes as stored in the label files (ids 0..num_label_classes-1),
                 i.e. including class 0 also when it becomes ignore.
@@ -133,7 +122,6 @@ class RGBTDatasetMapper:
         self.is_train = is_train
         self.augmentations = T.AugmentationList(list(augmentations))
         self.color_augmentations = T.AugmentationList(list(color_augmentations))
-        self.thermal_augmentations = T.AugmentationList(list(thermal_augmentations))
         self.thermal_16bit_norm = thermal_16bit_norm
         self.num_label_classes = num_label_classes
         self.background_as_ignore = background_as_ignore
@@ -156,8 +144,9 @@ class RGBTDatasetMapper:
             raise ValueError(
                 "INPUT.DEGRADATION_AUG_PROB > 0 needs at least one INPUT.DEGRADATION_AUG_KINDS family."
             )
+        families = {k: get_degradation(k) for k in kinds}
         self.degradation_choices = [
-            (m, k) for m in CAMERAS for k in kinds if m in KIND_MODALITIES[k]
+            (m, k, families[k].levels) for m in CAMERAS for k in kinds if m in families[k].cameras
         ]
         tp = thermal_photometric if thermal_photometric and thermal_photometric["prob"] > 0 else None
         self.thermal_photometric = tp
@@ -185,7 +174,6 @@ class RGBTDatasetMapper:
         ignore = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
         augs: list[T.Augmentation] = []
         color_augs: list[T.Augmentation] = []
-        thermal_augs: list[T.Augmentation] = []
         if is_train:
             if tuple(cfg.INPUT.MIN_SIZE_TRAIN) != (0,):
                 augs.append(
@@ -215,8 +203,6 @@ class RGBTDatasetMapper:
                     T.RandomContrast(*_COLOR_JITTER),
                     T.RandomSaturation(*_COLOR_JITTER),
                 ]
-            if cfg.INPUT.THERMAL_AUG:
-                thermal_augs = [T.RandomBrightness(*_THERMAL_JITTER), T.RandomContrast(*_THERMAL_JITTER)]
         elif cfg.INPUT.MIN_SIZE_TEST != 0:
             augs.append(T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice"))
         background_as_ignore = cfg.DATASETS.BACKGROUND_AS_IGNORE
@@ -227,7 +213,6 @@ class RGBTDatasetMapper:
             "setting": setting,
             "augmentations": augs,
             "color_augmentations": color_augs,
-            "thermal_augmentations": thermal_augs,
             "thermal_16bit_norm": cfg.INPUT.THERMAL_16BIT_NORM,
             "num_label_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES + int(background_as_ignore),
             "background_as_ignore": background_as_ignore,
@@ -302,10 +287,6 @@ class RGBTDatasetMapper:
             color_input = T.AugInput(np.ascontiguousarray(rgb))
             self.color_augmentations(color_input)
             rgb = np.clip(color_input.image, 0.0, 255.0)
-        if self.is_train and self.thermal_augmentations.augs:
-            thermal_input = T.AugInput(np.ascontiguousarray(thermal))
-            self.thermal_augmentations(thermal_input)
-            thermal = np.clip(thermal_input.image, 0.0, 255.0)
         tp = self.thermal_photometric
         if self.is_train and tp is not None and np.random.rand() < ramp * tp["prob"]:
             gain, offset, gamma = (np.random.uniform(*tp[k]) for k in ("gain", "offset", "gamma"))
@@ -332,8 +313,9 @@ class RGBTDatasetMapper:
                     rgb = np.full_like(rgb, level)
                 modalities = "rgbt"
             elif degrade_one and np.random.rand() < ramp * self.degradation_prob:
-                which, kind = self.degradation_choices[np.random.randint(len(self.degradation_choices))]
-                level, key = LEVELS[np.random.randint(len(LEVELS))], str(np.random.randint(2**31))
+                choices = self.degradation_choices
+                which, kind, levels = choices[np.random.randint(len(choices))]
+                level, key = levels[np.random.randint(len(levels))], str(np.random.randint(2**31))
                 rgb, thermal = _degrade_one(rgb, thermal, which, kind, level, key)
             elif modalities == "rgbt":
                 clean = None  # nothing happened to this sample: no clean copy needed

@@ -15,7 +15,7 @@ Conventions (the shared data contract):
   * 16-bit values are brought to 0..255 by ``thermal_16bit_norm``: ``"percentile"`` (per image,
     1st..99th percentile stretched to 0..255 and clipped: robust to a few hot pixels),
     ``"minmax"`` (per image, min..max) or ``"fixed"`` (divide by 257, the full 16-bit range, so
-    temperatures keep their meaning across images). A constant image maps to 0.
+    temperatures keep their meaning across images). A constant image maps to mid-grey (127.5).
 
 - Labels come back as ``uint8`` H x W class ids, 255 = ignore. They may be PNG, TIFF or BMP, never
   JPEG: its lossy compression invents ids along every class border.
@@ -101,8 +101,8 @@ def normalize_thermal(thermal: np.ndarray, norm: str = "percentile", *, path: st
         lo, hi = np.percentile(t, [1.0, 99.0])
     else:
         lo, hi = float(t.min()), float(t.max())
-    if hi <= lo:
-        return np.zeros_like(t)
+    if hi <= lo:  # no contrast: mid-grey, as the in-model stretch maps a flat image to its middle
+        return np.full_like(t, 127.5)
     return np.clip((t - lo) * (255.0 / (hi - lo)), 0.0, 255.0).astype(np.float32)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import nullcontext
 
 import torch
@@ -17,18 +16,13 @@ from torch import nn
 
 from ..data import get_classes
 from ..modalities import MODALITIES, PRESENCE
+from .criterion import SARTMCriterion
 from .fusion import build_fusion, fusion_class
 from .heads import build_aux_head
-from .losses import (
-    LOSS_TYPES,
-    consistency_loss,
-    language_distillation_loss,
-    semantic_loss,
-    trust_fidelity_loss,
-)
+from .preprocessing import RGBTInputNorm
 from .text_teacher import build_text_teacher
 
-__all__ = ["SARTM", "THERMAL_NORMS", "robust_thermal_stretch"]
+__all__ = ["SARTM"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,40 +32,6 @@ _INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": tor
 _AUTOCAST_CAST_LAYERS = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d
 )
-
-
-THERMAL_NORMS = ("none", "percentile")
-# Pixels at most in the sample the thermal percentiles are taken from (a regular sub-grid): exact
-# order statistics of a 480x640 image would cost a full TopK of 307k values per image.
-_PERCENTILE_SAMPLES = 1 << 14
-
-
-def robust_thermal_stretch(
-    thermal: torch.Tensor, low: float = 0.01, high: float = 0.99, to: tuple[float, float] = (64.0, 192.0)
-) -> torch.Tensor:
-    """Per image, the ``low``..``high`` quantiles of (B, 1, H, W) thermal mapped linearly to ``to``, clipped
-    to 0..255.
-
-    The quantiles are order statistics (TopK, which ONNX carries) of a regular sub-grid of at most
-    ``_PERCENTILE_SAMPLES`` pixels. Any gain > 0 and offset of the input give the same output (up to
-    float rounding) as long as they saturate nothing: the 8-bit thermal image of an AGC camera then
-    means the same whatever gain and offset the camera chose for this frame. The quantile range goes
-    to the middle half of 0..255, not all of it: people and engines are the hottest few percent of a
-    scene, so the 99th percentile falls inside them (20-44% of their pixels lie above it on the
-    synthetic set), and a full-range stretch would clip their texture away. A flat image maps to
-    ``to[0]``.
-    """
-    h, w = thermal.shape[-2:]
-    step = max(1, int(math.ceil(math.sqrt(h * w / _PERCENTILE_SAMPLES))))
-    sample = thermal[:, :, ::step, ::step].flatten(1)  # (B, N)
-    n = sample.shape[1]
-    k_low = int(math.floor(low * (n - 1))) + 1
-    k_high = n - int(math.ceil(high * (n - 1)))
-    lo = sample.topk(k_low, dim=1, largest=False).values.amax(dim=1).view(-1, 1, 1, 1)
-    hi = sample.topk(k_high, dim=1, largest=True).values.amin(dim=1).view(-1, 1, 1, 1)
-    span = hi - lo
-    scale = torch.where(span > 0, (to[1] - to[0]) / span.clamp(min=1e-6), torch.zeros_like(span))
-    return ((thermal - lo) * scale + to[0]).clamp(0.0, 255.0)
 
 
 def _count(module: nn.Module | None) -> tuple[int, int]:
@@ -92,10 +52,11 @@ class SARTM(nn.Module):
     size); the distillation aligns the class-relation structure of the fused stride-16 features
     with that of the class-name text embeddings.
 
-    Ablation switches (paper Tables): ``distill_enabled=False`` (no distillation loss; with the
-    fusion's language term off too, MODEL.SARTM.FUSION_LANGUAGE, this is "without language"),
-    ``aux_head=None`` ("without aux head"), the LoRA rank and the fusion / aux-head types (set
-    when building the parts).
+    The losses are the ``criterion``'s (``SARTMCriterion``, built beside the model as Mask2Former
+    builds its criterion), the input normalisation the ``input_norm``'s. Ablation switches (paper
+    Tables): MODEL.SARTM.DISTILL.ENABLED False (no distillation loss; with the fusion's language term
+    off too, MODEL.SARTM.FUSION_LANGUAGE, this is "without language"), MODEL.SARTM.AUX_HEAD.NAME ""
+    ("without aux head"), the LoRA rank and the fusion / aux-head types (set when building the parts).
     """
 
     @configurable
@@ -106,28 +67,14 @@ class SARTM(nn.Module):
         fusion: nn.Module,
         sem_seg_head: nn.Module,
         aux_head: nn.Module | None,
+        criterion: SARTMCriterion,
+        input_norm: RGBTInputNorm,
         class_names: list[str],
         text_dim: int | None = None,
         text_embeddings: torch.Tensor | None = None,
-        pixel_mean: tuple[float, ...],
-        pixel_std: tuple[float, ...],
         size_divisibility: int = 32,
-        ignore_value: int = 255,
-        main_loss_weight: float = 1.0,
-        aux_loss_weight: float = 0.4,
-        loss_type: str = "ohem",
-        ohem_thresh: float = 0.7,
-        ohem_min_kept_fraction: float = 1.0 / 16,
-        distill_enabled: bool = True,
-        distill_tau: float = 0.1,
-        distill_weight: float = 1.0,
         aux_average_at_inference: bool = False,
         inference_dtype: str = "float32",
-        thermal_norm: str = "none",
-        consistency_weight: float = 0.0,
-        consistency_temperature: float = 1.0,
-        trust_weight: float = 0.0,
-        corrupted_loss_weight: float = 0.25,
     ):
         """
         Args:
@@ -136,30 +83,19 @@ class SARTM(nn.Module):
                 it needs the text embeddings.
             sem_seg_head: main head, fused pyramid -> (B, K, H/4, W/4) logits.
             aux_head: auxiliary head with the same contract, or None.
+            criterion: the training losses (``SARTMCriterion``); its ``ignore_value`` pads the labels.
+            input_norm: raw R, G, B, T in 0..255 -> network input (``RGBTInputNorm``: the thermal
+                normalisation and MODEL.PIXEL_MEAN / PIXEL_STD).
             class_names: the K class names (label order).
             text_dim: Dt, the width of the class-name embeddings, when the distillation or the fusion
                 uses them (None otherwise). They live in a persistent (K, Dt) buffer, so MODEL.WEIGHTS
                 carries them; it is filled by ``set_text_embeddings`` or by loading a state dict.
             text_embeddings: optional initial (K, Dt) embeddings (sets ``text_dim``).
-            pixel_mean, pixel_std: 4 values each (R, G, B, T), for inputs in the 0..255 range.
-            size_divisibility: images (and labels) are padded to a multiple of it.
-            ignore_value: label of unlabelled pixels (padding gets it too).
-            main_loss_weight, aux_loss_weight, distill_weight: loss weights.
-            loss_type, ohem_thresh, ohem_min_kept_fraction: see ``losses.semantic_loss``.
-            distill_enabled, distill_tau: language-aided distillation on/off and its temperature.
+            size_divisibility: images (and labels) are padded to a multiple of it (at least the
+                backbone's own).
             aux_average_at_inference: predict with log(mean(softmax(main), softmax(aux))).
             inference_dtype: autocast dtype in eval mode ("float32" = none, "bfloat16", "float16");
                 logits are returned in fp32 either way.
-            thermal_norm: "none" or "percentile" (``robust_thermal_stretch`` before the mean/std; part of
-                ``normalize``, so every path and the exported graph apply it).
-            consistency_weight, consistency_temperature: self-distillation of the clean fused prediction
-                into degraded or modality-dropped samples that carry a "clean_image" (0 = off).
-            trust_weight: weight of ``losses.trust_fidelity_loss`` on those samples, for fusions that
-                estimate trust (0 = the gates learn from the segmentation losses alone).
-            corrupted_loss_weight: with clean copies, the segmentation losses are computed apart on the
-                clean batch (every sample, clean: exactly the plain model's losses) and on the corrupted
-                samples ("loss_sem_seg_corrupted", "loss_aux_corrupted", times this weight), so that the
-                corrupted rows do not dilute the fused path's gradient.
 
         Construction reads no file: pretrained SAM2 weights and the text embeddings are loaded at
         training start (``sartm_d2.modeling.load_pretrained``) or come with MODEL.WEIGHTS.
@@ -169,20 +105,12 @@ class SARTM(nn.Module):
         self.fusion = fusion
         self.sem_seg_head = sem_seg_head
         self.aux_head = aux_head
+        self.criterion = criterion
+        self.input_norm = input_norm
         self.class_names = list(class_names)
         num_classes = len(self.class_names)
 
-        if len(pixel_mean) != 4 or len(pixel_std) != 4:
-            raise ValueError(
-                f"MODEL.PIXEL_MEAN / MODEL.PIXEL_STD need 4 values (R, G, B, T), got {list(pixel_mean)} / "
-                f"{list(pixel_std)}."
-            )
-        self.register_buffer(
-            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
-        )
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-
-        needs_text = distill_enabled or getattr(fusion, "requires_text", False)
+        needs_text = criterion.distill_enabled or getattr(fusion, "requires_text", False)
         if text_embeddings is not None:
             text_dim = text_embeddings.shape[-1]
         if needs_text and text_dim is None:
@@ -199,21 +127,10 @@ class SARTM(nn.Module):
             self.register_load_state_dict_post_hook(SARTM._after_load_state_dict)
         else:
             self.register_buffer("text_embeddings", None)
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE must be one of {LOSS_TYPES}, got {loss_type!r}.")
 
         self.size_divisibility = max(
             int(size_divisibility), int(getattr(backbone, "size_divisibility", 0) or 0)
         )
-        self.ignore_value = ignore_value
-        self.main_loss_weight = main_loss_weight
-        self.aux_loss_weight = aux_loss_weight
-        self.loss_type = loss_type
-        self.ohem_thresh = ohem_thresh
-        self.ohem_min_kept_fraction = ohem_min_kept_fraction
-        self.distill_enabled = distill_enabled
-        self.distill_tau = distill_tau
-        self.distill_weight = distill_weight
         if aux_average_at_inference and aux_head is None:
             raise ValueError(
                 "MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE is True but there is no auxiliary head "
@@ -226,20 +143,6 @@ class SARTM(nn.Module):
                 f"got {inference_dtype!r}."
             )
         self.inference_dtype = _INFERENCE_DTYPES[inference_dtype]
-        if thermal_norm not in THERMAL_NORMS:
-            raise ValueError(f"INPUT.THERMAL_NORM must be one of {THERMAL_NORMS}, got {thermal_norm!r}.")
-        self.thermal_norm = thermal_norm
-        weights = (consistency_weight, trust_weight, corrupted_loss_weight)
-        if min(weights) < 0 or consistency_temperature <= 0:
-            raise ValueError(
-                "MODEL.SARTM.CONSISTENCY: LOSS_WEIGHT, TRUST_WEIGHT and CORRUPTED_LOSS_WEIGHT must be >= 0 "
-                f"and TEMPERATURE > 0, got {consistency_weight}, {trust_weight}, {corrupted_loss_weight} "
-                f"and {consistency_temperature}."
-            )
-        self.corrupted_loss_weight = corrupted_loss_weight
-        self.consistency_weight = consistency_weight
-        self.consistency_temperature = consistency_temperature
-        self.trust_weight = trust_weight if getattr(fusion, "estimates_trust", False) else 0.0
         self.inference_only = False  # set by prepare_for_inference()
 
         for name in ("backbone", "fusion", "sem_seg_head", "aux_head"):
@@ -266,45 +169,30 @@ class SARTM(nn.Module):
                 f"{len(class_names)} classes with DATASETS.BACKGROUND_AS_IGNORE = "
                 f"{cfg.DATASETS.BACKGROUND_AS_IGNORE}: {class_names}. Set NUM_CLASSES to {len(class_names)}."
             )
-        distill = cfg.MODEL.SARTM.DISTILL
         text_dim = None
-        if distill.ENABLED or fusion_class(cfg).uses_text(cfg):
+        if cfg.MODEL.SARTM.DISTILL.ENABLED or fusion_class(cfg).uses_text(cfg):
             text_dim = build_text_teacher(cfg).embedding_dim  # the width only: no encoder is loaded
 
         backbone = build_backbone(cfg, ShapeSpec(channels=3))
         fusion = build_fusion(cfg, backbone.output_shape(), text_dim=text_dim)
-        head_cfg = cfg.MODEL.SEM_SEG_HEAD
         return {
             "backbone": backbone,
             "fusion": fusion,
             "sem_seg_head": build_sem_seg_head(cfg, fusion.output_shape()),
             "aux_head": build_aux_head(cfg, fusion.output_shape()),
+            # A fusion without trust has no trust to supervise.
+            "criterion": SARTMCriterion(cfg, trust=getattr(fusion, "estimates_trust", False)),
+            "input_norm": RGBTInputNorm(cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.INPUT.THERMAL_NORM),
             "class_names": class_names,
             "text_dim": text_dim,
-            "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
-            "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-            "ignore_value": head_cfg.IGNORE_VALUE,
-            "main_loss_weight": head_cfg.LOSS_WEIGHT,
-            "aux_loss_weight": cfg.MODEL.SARTM.AUX_HEAD.LOSS_WEIGHT,
-            "loss_type": head_cfg.LOSS_TYPE,
-            "ohem_thresh": head_cfg.OHEM_THRESH,
-            "ohem_min_kept_fraction": head_cfg.OHEM_MIN_KEPT_FRACTION,
-            "distill_enabled": distill.ENABLED,
-            "distill_tau": distill.TAU,
-            "distill_weight": distill.LOSS_WEIGHT,
             "aux_average_at_inference": cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE,
             "inference_dtype": cfg.MODEL.SARTM.INFERENCE_DTYPE,
-            "thermal_norm": cfg.INPUT.THERMAL_NORM,
-            "consistency_weight": cfg.MODEL.SARTM.CONSISTENCY.LOSS_WEIGHT,
-            "consistency_temperature": cfg.MODEL.SARTM.CONSISTENCY.TEMPERATURE,
-            "trust_weight": cfg.MODEL.SARTM.CONSISTENCY.TRUST_WEIGHT,
-            "corrupted_loss_weight": cfg.MODEL.SARTM.CONSISTENCY.CORRUPTED_LOSS_WEIGHT,
         }
 
     @property
     def device(self) -> torch.device:
-        return self.pixel_mean.device
+        return self.input_norm.pixel_mean.device
 
     @torch.no_grad()
     def set_text_embeddings(self, embeddings: torch.Tensor) -> None:
@@ -374,14 +262,9 @@ class SARTM(nn.Module):
         return self
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw (B, 4, H, W) R, G, B, T in 0..255 -> the network's input (before padding).
-
-        The thermal channel is first stretched per image when ``thermal_norm`` is "percentile"; then
-        every channel gets MODEL.PIXEL_MEAN / PIXEL_STD. The exported graph calls this too.
-        """
-        if self.thermal_norm == "percentile":
-            x = torch.cat([x[:, :3], robust_thermal_stretch(x[:, 3:4])], dim=1)
-        return (x - self.pixel_mean) / self.pixel_std
+        """Raw (B, 4, H, W) R, G, B, T in 0..255 -> the network's input (before padding): ``input_norm``.
+        The exported graph calls this too."""
+        return self.input_norm(x)
 
     def preprocess_image(self, images: list[torch.Tensor]) -> ImageList:
         """Normalise the (4, H, W) images and pad them to ``size_divisibility`` (padding = 0 after norm)."""
@@ -439,43 +322,19 @@ class SARTM(nn.Module):
 
         if "sem_seg" not in batched_inputs[0]:
             raise ValueError('SARTM in training mode needs "sem_seg" in every input dict (the label map).')
-        # Clean copies (consistency, trust): appended as extra samples with both modalities, same pass.
-        corrupted = [i for i, b in enumerate(batched_inputs) if "clean_image" in b]
-        use_clean = bool(corrupted) and (self.consistency_weight > 0 or self.trust_weight > 0)
-        clean = [{"image": batched_inputs[i]["clean_image"], "sem_seg": batched_inputs[i]["sem_seg"]}
-                 for i in corrupted] if use_clean else []
-        inputs = list(batched_inputs) + clean
+        # Corrupted samples' clean copies (consistency, trust) join the same batched pass.
+        inputs, split = self.criterion.with_clean_copies(batched_inputs)
         images = self.preprocess_image([b["image"] for b in inputs])
-        x = images.tensor
         present = self.presence(inputs)
-        fused, main, aux, _, trust_levels = self._predict(x, present)
+        fused, main, aux, _, trust_levels = self._predict(images.tensor, present)
         targets = [b["sem_seg"].to(self.device, non_blocking=True) for b in inputs]
-        targets = ImageList.from_tensors(targets, self.size_divisibility, pad_value=self.ignore_value).tensor
-        targets = targets.long()
-        if not use_clean:
-            return self.losses(main, aux, fused["sfm"], targets, x.shape[-2:])
-        # The clean batch (untouched samples and the clean copies) gets the plain model's losses; the
-        # corrupted samples their own, so that they add to the fused path's gradient instead of diluting it.
-        rows = torch.tensor(corrupted, device=main.device)
-        copies = torch.arange(len(batched_inputs), len(inputs), device=main.device)
-        untouched = sorted(set(range(len(batched_inputs))) - set(corrupted))
-        plain = torch.cat([torch.tensor(untouched, dtype=torch.long, device=main.device), copies])
-
-        def pick(t, index):
-            return None if t is None else t[index]
-
-        losses = self.losses(main[plain], pick(aux, plain), fused["sfm"][plain], targets[plain], x.shape[-2:])
-        if self.corrupted_loss_weight > 0:
-            extra = self.losses(main[rows], pick(aux, rows), None, targets[rows], x.shape[-2:])
-            losses.update({f"{k}_corrupted": self.corrupted_loss_weight * v for k, v in extra.items()})
-        if self.consistency_weight > 0:
-            losses["loss_consistency"] = self.consistency_weight * consistency_loss(
-                main[rows], main[copies].detach(), temperature=self.consistency_temperature
-            )
-        if self.trust_weight > 0 and trust_levels is not None:
-            trust = trust_fidelity_loss(trust_levels, rows, copies, present)
-            losses["loss_trust"] = self.trust_weight * trust
-        return losses
+        targets = ImageList.from_tensors(
+            targets, self.size_divisibility, pad_value=self.criterion.ignore_value
+        ).tensor.long()
+        predictions = {"main": main, "aux": aux, "sfm": fused["sfm"], "trust_levels": trust_levels}
+        return self.criterion(
+            predictions, targets, text_embeddings=self.text_embeddings, split=split, present=present
+        )
 
     def presence(self, batched_inputs: list[dict]) -> torch.Tensor | None:
         """(B, 2) bool: which of RGB and thermal each input has ("modalities"), or None if all have both."""
@@ -534,35 +393,3 @@ class SARTM(nn.Module):
         else:
             logits = main.float()
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False), trust
-
-    def losses(
-        self,
-        main: torch.Tensor,
-        aux: torch.Tensor | None,
-        sfm: torch.Tensor | None,
-        targets: torch.Tensor,
-        padded_size: tuple[int, int],
-    ) -> dict[str, torch.Tensor]:
-        """Weighted losses; logits are upsampled (bilinear) to the padded input size first. The
-        distillation needs the stride-16 fused map ``sfm`` (None: no distillation term)."""
-
-        def seg_loss(logits: torch.Tensor) -> torch.Tensor:
-            logits = F.interpolate(logits.float(), size=padded_size, mode="bilinear", align_corners=False)
-            return semantic_loss(
-                logits,
-                targets,
-                loss_type=self.loss_type,
-                ignore_index=self.ignore_value,
-                ohem_thresh=self.ohem_thresh,
-                ohem_min_kept_fraction=self.ohem_min_kept_fraction,
-            )
-
-        losses = {"loss_sem_seg": self.main_loss_weight * seg_loss(main)}
-        if aux is not None:
-            losses["loss_aux"] = self.aux_loss_weight * seg_loss(aux)
-        if self.distill_enabled and sfm is not None:
-            kd = language_distillation_loss(
-                sfm, targets, self.text_embeddings, tau=self.distill_tau, ignore_index=self.ignore_value
-            )
-            losses["loss_distill"] = self.distill_weight * kd
-        return losses

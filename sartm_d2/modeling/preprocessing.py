@@ -1,0 +1,104 @@
+"""From raw R, G, B, T in 0..255 to the network's input: the thermal normalisation and the mean/std.
+
+It is a module of the model (not of the data loader) so that training, ``--eval-only``, the demo and
+the exported graph apply it identically: the graph takes raw images.
+
+``INPUT.THERMAL_NORM`` chooses what happens to the thermal channel before MODEL.PIXEL_MEAN / STD:
+
+- ``"none"``: nothing (the paper): the absolute thermal level is kept, which is real information for
+  a radiometric or stable-gain camera;
+- ``"stretch"``: :func:`thermal_stretch` per image, invariant to the gain and offset that an AGC camera
+  changes from frame to frame, at the price of that absolute level.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["RENAMED_THERMAL_NORMS", "THERMAL_NORMS", "RGBTInputNorm", "check_thermal_norm", "thermal_stretch"]
+
+THERMAL_NORMS = ("none", "stretch")
+# Values of INPUT.THERMAL_NORM that were renamed: a config that still holds one gets its new name.
+RENAMED_THERMAL_NORMS = {"percentile": "stretch"}
+# Pixels at most in the sample the thermal quantiles are taken from (a regular sub-grid): exact
+# order statistics of a 480x640 image would sort 307k values per image.
+_QUANTILE_SAMPLES = 1 << 14
+# Values at or above this (of 0..255) are saturated: the sensor clipped, the value is no measurement.
+SATURATED = 254.5
+
+
+def thermal_stretch(
+    thermal: torch.Tensor, low: float = 0.01, high: float = 0.99, to: tuple[float, float] = (64.0, 192.0)
+) -> torch.Tensor:
+    """Per image, the ``low``..``high`` quantiles of (B, 1, H, W) thermal mapped linearly to ``to``,
+    clipped to 0..255.
+
+    The quantiles are order statistics of a regular sub-grid of at most ``_QUANTILE_SAMPLES`` pixels,
+    taken over the pixels that are not saturated (>= ``SATURATED``): a clipped hot source (the sun, an
+    exhaust) is no measurement, and counting it would pin the upper quantile at 255 and squeeze the
+    rest of the scene. Any gain > 0 and offset of the input that saturate nothing new give the same
+    output (up to float rounding): the 8-bit image of an AGC camera then means the same whatever gain
+    and offset the camera chose for the frame. The quantile range goes to the middle half of 0..255:
+    people and engines are the hottest few percent of a scene, so the upper quantile falls inside
+    them and a full-range stretch would clip their texture away. An image without contrast (flat, or
+    all saturated) maps to the middle of ``to``, the rule the 16-bit conversion
+    (``sartm_d2.data.io.normalize_thermal``) follows too.
+    """
+    h, w = thermal.shape[-2:]
+    step = max(1, int(math.ceil(math.sqrt(h * w / _QUANTILE_SAMPLES))))
+    sample = thermal[:, :, ::step, ::step].flatten(1).float()  # (B, N)
+    valid = sample < SATURATED
+    # Saturated pixels sort last; the quantile ranks count the valid pixels only.
+    ranked = torch.sort(torch.where(valid, sample, torch.full_like(sample, float("inf"))), dim=1).values
+    last = (valid.sum(dim=1, keepdim=True) - 1).clamp(min=0)  # (B, 1) rank of the largest valid value
+    lo = ranked.gather(1, torch.floor(low * last.float()).long())
+    hi = ranked.gather(1, torch.ceil(high * last.float()).long())
+    lo = torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo)).view(-1, 1, 1, 1)
+    hi = torch.where(torch.isfinite(hi), hi, torch.zeros_like(hi)).view(-1, 1, 1, 1)
+    span = hi - lo
+    has_contrast = span > 0
+    scale = torch.where(has_contrast, (to[1] - to[0]) / span.clamp(min=1e-6), torch.zeros_like(span))
+    middle = 0.5 * (to[0] + to[1])
+    shift = torch.where(has_contrast, torch.full_like(span, to[0]), torch.full_like(span, middle))
+    return ((thermal - lo) * scale + shift).clamp(0.0, 255.0)
+
+
+def check_thermal_norm(value: str) -> str:
+    """``value`` if it is an INPUT.THERMAL_NORM choice; a renamed one's error names its new name."""
+    if value in RENAMED_THERMAL_NORMS:
+        raise ValueError(
+            f"INPUT.THERMAL_NORM {value!r} was renamed to {RENAMED_THERMAL_NORMS[value]!r} (the in-model "
+            "per-image stretch; INPUT.THERMAL_16BIT_NORM's 'percentile' is the 16-bit file conversion): "
+            "update the config."
+        )
+    if value not in THERMAL_NORMS:
+        raise ValueError(f"INPUT.THERMAL_NORM must be one of {THERMAL_NORMS}, got {value!r}.")
+    return value
+
+
+class RGBTInputNorm(nn.Module):
+    """Raw (B, 4, H, W) R, G, B, T in 0..255 -> the network's input (see the module docstring)."""
+
+    def __init__(self, pixel_mean, pixel_std, thermal_norm: str = "none"):
+        """
+        Args:
+            pixel_mean, pixel_std: 4 values each (R, G, B, T), for inputs in the 0..255 range.
+            thermal_norm: an INPUT.THERMAL_NORM choice (``THERMAL_NORMS``).
+        """
+        super().__init__()
+        if len(pixel_mean) != 4 or len(pixel_std) != 4:
+            raise ValueError(
+                f"MODEL.PIXEL_MEAN / MODEL.PIXEL_STD need 4 values (R, G, B, T), got {list(pixel_mean)} / "
+                f"{list(pixel_std)}."
+            )
+        for name, values in (("pixel_mean", pixel_mean), ("pixel_std", pixel_std)):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(-1, 1, 1), False)
+        self.thermal_norm = check_thermal_norm(thermal_norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.thermal_norm == "stretch":
+            x = torch.cat([x[:, :3], thermal_stretch(x[:, 3:4])], dim=1)
+        return (x - self.pixel_mean) / self.pixel_std
