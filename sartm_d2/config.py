@@ -141,6 +141,18 @@ def add_sartm_config(cfg):
     # as "*_corrupted" times this weight (>= 0), so they do not dilute the fused path's gradient
     # (benchmarks/RESULTS.md compares weights).
     cfg.MODEL.SARTM.CONSISTENCY.CORRUPTED_LOSS_WEIGHT = 0.25
+    # The robust any-modality recipe's own parts (MODEL.SARTM.FUSION "reliability").
+    cfg.MODEL.SARTM.ROBUST = CN()
+    # What a missing or untrusted stream is replaced by: "embedding" (a learned constant per level) or
+    # "hallucinate" (that constant plus a prediction of the stream's features from the other stream's).
+    cfg.MODEL.SARTM.ROBUST.STANDIN = "embedding"
+    # Weight (>= 0; 0 = off) of the stand-in supervision: on every clean pair, each stream's stand-in
+    # (predicted from the other stream) should match the stream's own features (losses.standin_loss).
+    cfg.MODEL.SARTM.ROBUST.STANDIN_WEIGHT = 0.0
+    # True: train only the parts a healthy pair does not use (trust gates, stand-ins, "absent"
+    # embeddings); every other weight stays as loaded from MODEL.WEIGHTS (a plain model), so with the
+    # gates open the clean path IS the plain model's. The recipe's second stage (README "Any modality").
+    cfg.MODEL.SARTM.ROBUST.TRAIN_ONLY_ROBUST_PARTS = False
     # CMX FRM/FFM hyper-parameters: channel reduction of the rectification MLPs, FFM heads.
     cfg.MODEL.SARTM.CMX_REDUCTION = 1
     cfg.MODEL.SARTM.CMX_NUM_HEADS = 8

@@ -39,12 +39,16 @@ class RGBTCheckpointer(DetectionCheckpointer):
     - ``load(path, fresh=prefixes)`` (training from MODEL.WEIGHTS, e.g. fine-tuning to another
       class count): when a tensor under ``prefixes`` does not fit, all of them start fresh and are
       listed in the log; any other mismatch is still an error;
+    - ``load(path, fresh=..., new_parts=prefixes)`` (training from MODEL.WEIGHTS): model tensors under
+      ``prefixes`` may be absent from the file (a plain model's checkpoint has no trust gates): they
+      keep their initialisation and are listed in the log;
     - a file written by ``tools/convert_sam2_checkpoint.py`` (``"__author__": "sam2"``) only holds
       SAM2's tensors: when training starts from it, the model's own parts (LoRA, fusion, heads) may
       be absent; for inference it is refused like any checkpoint that lacks them.
     """
 
     _fresh: tuple[str, ...] | None = None
+    _new_parts: tuple[str, ...] = ()
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -66,18 +70,21 @@ class RGBTCheckpointer(DetectionCheckpointer):
             f.write(last_filename_basename)
         os.replace(tmp, path)
 
-    def load(self, path: str, checkpointables=None, *, fresh: Sequence[str] | None = None):
-        """Load ``path`` strictly; ``fresh``: class-dependent key prefixes that may restart (fine-tuning)."""
+    def load(self, path: str, checkpointables=None, *, fresh: Sequence[str] | None = None,
+             new_parts: Sequence[str] = ()):
+        """Load ``path`` strictly; ``fresh``: class-dependent key prefixes that may restart (fine-tuning);
+        ``new_parts``: key prefixes of parts the checkpoint may lack (they start fresh)."""
         if path and "://" not in path and not os.path.isfile(path):
             raise FileNotFoundError(
                 f"Checkpoint '{path}' (MODEL.WEIGHTS) does not exist. Pass the path of a .pth written by "
                 "train_net.py or tools/convert_sam2_checkpoint.py, or leave MODEL.WEIGHTS empty."
             )
         self._fresh = None if fresh is None else tuple(fresh)
+        self._new_parts = tuple(new_parts)
         try:
             return super().load(path, checkpointables)
         finally:
-            self._fresh = None
+            self._fresh, self._new_parts = None, ()
             # detectron2 main sets this during a load and asserts it is unset on entry, but leaves it
             # set when the load raises (a refused file); 0.6 has no such attribute.
             if getattr(self, "_parsed_url_during_load", None) is not None:
@@ -130,6 +137,12 @@ class RGBTCheckpointer(DetectionCheckpointer):
             allowed_missing.update(
                 k for k in target if not k.startswith(sam2_parts) or k.endswith((".lora_A", ".lora_B"))
             )
+        if self._new_parts:
+            new = [k for k in target if k not in state and k.startswith(self._new_parts)]
+            if new:
+                logger.info("Checkpoint %s has no %d tensor(s) of the parts %s: they start fresh.",
+                            filename, len(new), ", ".join(p.rstrip(".") for p in self._new_parts))
+            allowed_missing.update(new)
         missing = [k for k in target if k not in state and k not in allowed_missing]
         unexpected = [k for k in state if k not in target]
         shapes = [(k, _shape(state[k]), _shape(target[k])) for k in state

@@ -52,7 +52,8 @@ class Trainer(DefaultTrainer):
     - ``--resume`` with a checkpoint in OUTPUT_DIR: that checkpoint, strictly (model, optimizer,
       scheduler, iteration, data position); no other file is read;
     - else MODEL.WEIGHTS: its model tensors (class-count-dependent ones restart when the classes
-      differ), and the class-name embeddings of the current dataset from the text teacher's cache;
+      differ; robust parts a plain model's checkpoint lacks start fresh), and the class-name
+      embeddings of the current dataset from the text teacher's cache;
     - else MODEL.SAM2.CHECKPOINT and the text embeddings (``sartm_d2.modeling.load_pretrained``).
     """
 
@@ -170,7 +171,9 @@ class Trainer(DefaultTrainer):
             self._trainer.replace_data_loader(self.build_train_loader(self.cfg, start_iter=self.start_iter))
         elif self.cfg.MODEL.WEIGHTS:
             fresh = model.class_dependent_keys() if hasattr(model, "class_dependent_keys") else ()
-            self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[], fresh=fresh)
+            new_parts = model.robust_part_prefixes() if hasattr(model, "robust_part_prefixes") else ()
+            self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[], fresh=fresh,
+                                   new_parts=new_parts)
             load_text_embeddings(model, self.cfg)
         else:
             load_pretrained(model, self.cfg)

@@ -27,6 +27,7 @@ from .losses import (
     consistency_loss,
     language_distillation_loss,
     semantic_loss,
+    standin_loss,
     trust_fidelity_loss,
 )
 
@@ -63,6 +64,7 @@ class SARTMCriterion(nn.Module):
         consistency_temperature: float = 1.0,
         trust_weight: float = 0.0,
         corrupted_loss_weight: float = 0.25,
+        standin_weight: float = 0.0,
     ):
         """
         Args:
@@ -75,10 +77,14 @@ class SARTMCriterion(nn.Module):
             trust_weight: weight of ``losses.trust_fidelity_loss`` (used with a fusion that estimates
                 trust; 0 = off).
             corrupted_loss_weight: weight of the corrupted samples' own segmentation losses.
+            standin_weight: weight of ``losses.standin_loss`` on the clean pairs (with a fusion whose
+                stand-ins predict a stream from the other; 0 = off).
         """
         super().__init__()
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE must be one of {LOSS_TYPES}, got {loss_type!r}.")
+        if standin_weight < 0:
+            raise ValueError(f"MODEL.SARTM.ROBUST.STANDIN_WEIGHT must be >= 0, got {standin_weight}.")
         weights = (consistency_weight, trust_weight, corrupted_loss_weight)
         if min(weights) < 0 or consistency_temperature <= 0:
             raise ValueError(
@@ -99,10 +105,12 @@ class SARTMCriterion(nn.Module):
         self.consistency_temperature = consistency_temperature
         self.trust_weight = trust_weight
         self.corrupted_loss_weight = corrupted_loss_weight
+        self.standin_weight = standin_weight
 
     @classmethod
     def from_config(cls, cfg, trust: bool = True):
-        """``trust``: whether the model estimates trust (else TRUST_WEIGHT has nothing to supervise)."""
+        """``trust``: whether the model estimates trust and has stand-ins (else TRUST_WEIGHT and
+        STANDIN_WEIGHT have nothing to supervise)."""
         head, sartm = cfg.MODEL.SEM_SEG_HEAD, cfg.MODEL.SARTM
         return {
             "ignore_value": head.IGNORE_VALUE,
@@ -118,6 +126,7 @@ class SARTMCriterion(nn.Module):
             "consistency_temperature": sartm.CONSISTENCY.TEMPERATURE,
             "trust_weight": sartm.CONSISTENCY.TRUST_WEIGHT if trust else 0.0,
             "corrupted_loss_weight": sartm.CONSISTENCY.CORRUPTED_LOSS_WEIGHT,
+            "standin_weight": sartm.ROBUST.STANDIN_WEIGHT if trust else 0.0,
         }
 
     @property
@@ -190,12 +199,18 @@ class SARTMCriterion(nn.Module):
             split: the rows of :meth:`with_clean_copies` (None: every row is a plain sample).
             present: (N, 2) bool streams of each row (None: all present).
         Returns:
-            "loss_sem_seg", "loss_aux" (with an aux head), "loss_distill" (if enabled) and, with a
-            split, "loss_sem_seg_corrupted", "loss_aux_corrupted", "loss_consistency", "loss_trust".
+            "loss_sem_seg", "loss_aux" (with an aux head), "loss_distill" (if enabled), "loss_standin"
+            (if weighted) and, with a split, "loss_sem_seg_corrupted", "loss_aux_corrupted",
+            "loss_consistency", "loss_trust".
         """
         main, aux, sfm = predictions["main"], predictions.get("aux"), predictions.get("sfm")
+        trust_levels = predictions.get("trust_levels")
         if split is None:
-            return self.segmentation_losses(main, aux, sfm, targets, text_embeddings)
+            losses = self.segmentation_losses(main, aux, sfm, targets, text_embeddings)
+            if self.standin_weight > 0 and trust_levels is not None:
+                both = None if present is None else present.all(dim=1).nonzero()[:, 0]
+                losses["loss_standin"] = self.standin_weight * standin_loss(trust_levels, both)
+            return losses
 
         def rows(t, index):
             return None if t is None else t[index.to(t.device)]
@@ -213,7 +228,8 @@ class SARTMCriterion(nn.Module):
             losses["loss_consistency"] = self.consistency_weight * consistency_loss(
                 rows(main, corrupted), rows(main, copies).detach(), temperature=self.consistency_temperature
             )
-        trust_levels = predictions.get("trust_levels")
+        if self.standin_weight > 0 and trust_levels is not None:  # the clean batch: every row a clean pair
+            losses["loss_standin"] = self.standin_weight * standin_loss(trust_levels, clean.to(main.device))
         if self.trust_weight > 0 and trust_levels is not None:
             device = main.device
             losses["loss_trust"] = self.trust_weight * trust_fidelity_loss(

@@ -47,6 +47,8 @@ __all__ = [
     "CMXFusion",
     "PaperFusion",
     "ReliabilityFusion",
+    "STANDINS",
+    "StandIn",
     "TrustGate",
     "ModalityWeighting",
     "FeatureRectification",
@@ -408,74 +410,142 @@ def build_fusion(cfg, input_shape: dict[str, ShapeSpec], text_dim: int | None = 
 
 
 class TrustGate(nn.Module):
-    """Per-location trust logits of the two streams of one level, from both streams' features.
+    """Per-location trust logits of the two streams of one level, from both streams' features and the
+    input's saturation.
 
-    A 1x1 conv of the concatenated streams, plus a projection of its global average (a blinded or
-    noisy camera shows in the whole image, not only in one place), then a 3x3 conv to two logits
-    (the trust is their sigmoid). The output conv starts at zero weight and a bias of
-    ``logit(init_trust)``, so training starts as the ungated fusion with both streams trusted.
+    A 1x1 conv of the concatenated streams and of the cues (per location, the share of saturated input
+    pixels of each camera: a clipped pixel is no measurement, and a saturated image may still give
+    features that look healthy), plus a projection of its global average (a blinded or noisy camera
+    shows in the whole image, not only in one place), then a 3x3 conv to two logits (the trust is their
+    sigmoid). The output conv starts at zero weight and a bias of ``logit(init_trust)``, so training
+    starts as the ungated fusion with both streams trusted.
     """
 
-    def __init__(self, channels: int, init_trust: float = 0.95):
+    def __init__(self, channels: int, init_trust: float = 0.95, cue_channels: int = 2):
         super().__init__()
         hidden = max(8, channels // 4)
-        self.local = nn.Conv2d(2 * channels, hidden, 1)
+        self.local = nn.Conv2d(2 * channels + cue_channels, hidden, 1)
         self.context = nn.Linear(hidden, hidden)
         self.out = nn.Conv2d(hidden, 2, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, math.log(init_trust / (1.0 - init_trust)))
 
-    def forward(self, rgb: torch.Tensor, thermal: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) each -> (B, 2, h, w) trust logits of RGB (channel 0) and thermal (channel 1)."""
-        h = F.gelu(self.local(torch.cat([rgb, thermal], dim=1)))
+    def forward(self, rgb: torch.Tensor, thermal: torch.Tensor, cues: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) each and (B, 2, h, w) cues -> (B, 2, h, w) trust logits of RGB and thermal."""
+        h = F.gelu(self.local(torch.cat([rgb, thermal, cues.to(rgb.dtype)], dim=1)))
         h = F.gelu(h + self.context(h.mean(dim=(2, 3)))[:, :, None, None])
         return self.out(h)
+
+
+class StandIn(nn.Module):
+    """What a missing or untrusted stream is replaced by at one level: its learned "absent" embedding
+    plus, with ``from_other``, a prediction of its features from the other stream's.
+
+    The prediction (1x1 conv to C/2, depthwise 3x3, 1x1 back to C; the last conv starts at zero, so the
+    stand-in starts as the embedding) lets a fusion trained on pairs see something pair-like when one
+    camera is gone: thermal-like features of warm objects seen by day in RGB, RGB-like features of the
+    painted ones seen in thermal... It is cheap next to the backbone (about C^2 multiply-adds per
+    location).
+    """
+
+    def __init__(self, channels: int, from_other: bool):
+        super().__init__()
+        hidden = max(4, channels // 2)
+        self.predict = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1),
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden),
+            nn.GELU(),
+            nn.Conv2d(hidden, channels, 1),
+        ) if from_other else None
+        if self.predict is not None:
+            nn.init.zeros_(self.predict[-1].weight)
+            nn.init.zeros_(self.predict[-1].bias)
+
+    def forward(self, absent: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``absent`` (C,) embedding, ``other`` (B, C, h, w) the other stream -> (B, C, h, w)."""
+        base = absent.to(other.dtype).view(1, -1, 1, 1)
+        if self.predict is None:
+            return base.expand_as(other)
+        return base + self.predict(other)
+
+
+STANDINS = ("embedding", "hallucinate")
 
 
 @FUSION_REGISTRY.register()
 class ReliabilityFusion(PaperFusion):
     """The paper's fusion behind a learned trust gate per level (``"reliability"``; module docstring).
 
-    Trained with modality dropout, degradation augmentation and the consistency loss (the
-    any-modality configs), the gates learn to fade out a stream that does not help; the model's output
-    then reports the per-image trust of each camera, so a deployer sees which one is failing. The gates
-    see the streams detached: they observe the backbone, which is not trained to look trustworthy.
-    In training the output also holds ``"trust_levels"``: per level (trust logits (B, 2, h, w), RGB
-    map, thermal map) before the gate, for the trust supervision (``losses.trust_fidelity_loss``).
+    Each stream enters the fusion as ``t * f + (1 - t) * s``: ``t`` its trust (0 for a missing
+    camera), ``s`` its stand-in (:class:`StandIn`: the learned "absent" embedding, or with ``standin``
+    "hallucinate" also a prediction from the other stream). Trained with modality dropout,
+    degradation augmentation and the consistency loss (the any-modality configs), the gates learn to
+    fade out a stream that does not help; the model's output then reports the per-image trust of each
+    camera, so a deployer sees which one is failing. The gates see the streams detached: they observe
+    the backbone, which is not trained to look trustworthy. In training the output also holds
+    ``"trust_levels"``: per level (trust logits (B, 2, h, w), RGB map, thermal map, RGB stand-in,
+    thermal stand-in) before the gate, for the trust and stand-in supervision (``losses``).
     """
 
     name = "reliability"
     estimates_trust = True  # forward's output has "trust"; the exported graph gets a "trust" output
+    uses_cues = True  # forward takes the input's per-pixel saturation ("cues")
+    robust_parts = ("gates", "standins", "absent")  # what a healthy pair does not need (SARTM)
 
     @configurable
-    def __init__(self, *, input_shape, text_dim=None, cmx_reduction: int = 1, cmx_num_heads: int = 8):
-        """Args: see :class:`PaperFusion`; one :class:`TrustGate` per level is added."""
+    def __init__(self, *, input_shape, text_dim=None, cmx_reduction: int = 1, cmx_num_heads: int = 8,
+                 standin: str = "embedding"):
+        """Args: see :class:`PaperFusion`; one :class:`TrustGate` and one :class:`StandIn` per stream
+        and level are added. ``standin``: "embedding" or "hallucinate" (MODEL.SARTM.ROBUST.STANDIN)."""
         super().__init__(input_shape=input_shape, text_dim=text_dim, cmx_reduction=cmx_reduction,
                          cmx_num_heads=cmx_num_heads)
+        if standin not in STANDINS:
+            raise ValueError(f"MODEL.SARTM.ROBUST.STANDIN must be one of {STANDINS}, got {standin!r}.")
         self.gates = nn.ModuleDict(
             {name: TrustGate(spec.channels) for name, spec in self._input_shape.items()}
         )
+        self.standins = nn.ModuleDict({
+            name: nn.ModuleList([StandIn(spec.channels, standin == "hallucinate") for _ in range(2)])
+            for name, spec in self._input_shape.items()
+        })
 
-    def forward(self, features, text_embeddings=None, present=None):
+    @classmethod
+    def from_config(cls, cfg, input_shape, text_dim=None):
+        return {**super().from_config(cfg, input_shape, text_dim), "standin": cfg.MODEL.SARTM.ROBUST.STANDIN}
+
+    def forward(self, features, text_embeddings=None, present=None, cues=None):
         """As :meth:`RGBTFusion.forward`, plus ``"trust"``: (B, 2) mean trust in RGB and thermal (a
-        missing stream has 0)."""
+        missing stream has 0). ``cues``: (B, 2, H, W) per-pixel saturation of RGB and thermal at the
+        input size (None: none saturated)."""
         if self.requires_text and text_embeddings is None:
             raise ValueError(f'MODEL.SARTM.FUSION "{self.name}" uses the text embeddings: none given.')
         out, trusts, levels = {}, [], {}
         for name, fuse in self.levels.items():
             rgb, thermal = self._streams(name, features[name], present)
-            logits = self.gates[name](rgb.detach(), thermal.detach())
-            levels[name] = (logits, rgb, thermal)
+            level_cues = _pool_to(cues, rgb, self._input_shape[name].stride)
+            logits = self.gates[name](rgb.detach(), thermal.detach(), level_cues)
             trust = torch.sigmoid(logits)
             if present is not None:
                 trust = trust * present[:, :, None, None].to(trust.dtype)
-            absent = self.absent[name].to(rgb.dtype)[:, :, None, None]  # (2, C, 1, 1)
+            standin_rgb = self.standins[name][0](self.absent[name][0], thermal)
+            standin_thermal = self.standins[name][1](self.absent[name][1], rgb)
+            levels[name] = (logits, rgb, thermal, standin_rgb, standin_thermal)
             t_rgb, t_thermal = trust[:, :1], trust[:, 1:]
-            rgb = t_rgb * rgb + (1.0 - t_rgb) * absent[0]
-            thermal = t_thermal * thermal + (1.0 - t_thermal) * absent[1]
-            out[name] = fuse(rgb, thermal, text_embeddings)
+            gated_rgb = t_rgb * rgb + (1.0 - t_rgb) * standin_rgb
+            gated_thermal = t_thermal * thermal + (1.0 - t_thermal) * standin_thermal
+            out[name] = fuse(gated_rgb, gated_thermal, text_embeddings)
             trusts.append(trust.mean(dim=(2, 3)))
         out["trust"] = torch.stack(trusts).mean(dim=0)
         if self.training:
             out["trust_levels"] = levels
         return out
+
+
+def _pool_to(cues: torch.Tensor | None, like: torch.Tensor, stride: int) -> torch.Tensor:
+    """(B, 2, H, W) input-size cues averaged over each ``stride`` x ``stride`` cell: the locations of the
+    level ``like`` (B, C, H / stride, W / stride); zeros if None. (A constant kernel: the exported graph
+    keeps its sizes dynamic, which adaptive pooling cannot take.)"""
+    if cues is None:
+        b, _, h, w = like.shape
+        return like.new_zeros(b, 2, h, w)
+    return F.avg_pool2d(cues.to(like.dtype), kernel_size=stride, stride=stride)

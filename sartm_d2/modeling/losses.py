@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "consistency_loss", "cross_entropy", "ohem_cross_entropy", "semantic_loss", "language_distillation_loss",
-    "trust_fidelity_loss",
+    "standin_loss", "trust_fidelity_loss",
 ]
 
 LOSS_TYPES = ("ohem", "cross_entropy")
@@ -143,12 +143,12 @@ def trust_fidelity_loss(
     each corruption is: the target comes from the features, for any corruption.
 
     Args:
-        levels: per level (trust logits (N, 2, h, w), RGB map (N, C, h, w), thermal map) of the fusion.
+        levels: per level (trust logits (N, 2, h, w), RGB map (N, C, h, w), thermal map, ...) of the fusion.
         corrupted, clean: (n,) row indices of the degraded samples and of their clean copies.
         present: (N, 2) bool of the rows' streams, or None (all present).
     """
     terms, weights = [], []
-    for logits, rgb, thermal in levels.values():
+    for logits, rgb, thermal, *_ in levels.values():
         for m, f in enumerate((rgb, thermal)):
             g = f.float() - f.float().mean(dim=(2, 3), keepdim=True)
             target = F.cosine_similarity(g[corrupted], g[clean], dim=1).clamp(min=0).detach()
@@ -161,6 +161,31 @@ def trust_fidelity_loss(
                 clean_logits, torch.ones_like(clean_logits), reduction="none").mean(dim=(1, 2)).sum())
             weights.append(torch.tensor(float(len(clean)), device=clean_logits.device))
     return torch.stack(terms).sum() / torch.stack(weights).sum().clamp(min=1.0)
+
+
+def standin_loss(
+    levels: dict[str, tuple[torch.Tensor, ...]], rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """How far each stream's stand-in (predicted from the other stream) is from the stream's features.
+
+    Per level and stream: ``mean((s - f)^2) / mean(f^2)`` over the ``rows`` (samples with both streams
+    clean; None: all), ``f`` detached (the stand-in learns to imitate the stream, the stream is not
+    pulled towards its imitation), averaged over levels and the two streams. Scale-free, so that the
+    three levels (of different feature sizes) count alike.
+
+    Args:
+        levels: per level (trust logits, RGB map, thermal map, RGB stand-in, thermal stand-in), each map
+            (N, C, h, w): the reliability fusion's "trust_levels".
+        rows: (n,) row indices of the clean pairs.
+    """
+    terms = []
+    for _, rgb, thermal, standin_rgb, standin_thermal in levels.values():
+        for f, s in ((rgb, standin_rgb), (thermal, standin_thermal)):
+            if rows is not None:
+                f, s = f[rows], s[rows]
+            target = f.detach().float()
+            terms.append((s.float() - target).square().mean() / target.square().mean().clamp(min=1e-6))
+    return torch.stack(terms).mean()
 
 
 def language_distillation_loss(

@@ -75,6 +75,7 @@ class SARTM(nn.Module):
         size_divisibility: int = 32,
         aux_average_at_inference: bool = False,
         inference_dtype: str = "float32",
+        train_only_robust_parts: bool = False,
     ):
         """
         Args:
@@ -96,6 +97,8 @@ class SARTM(nn.Module):
             aux_average_at_inference: predict with log(mean(softmax(main), softmax(aux))).
             inference_dtype: autocast dtype in eval mode ("float32" = none, "bfloat16", "float16");
                 logits are returned in fp32 either way.
+            train_only_robust_parts: freeze every parameter but the fusion's ``robust_parts`` (trust
+                gates, stand-ins): the robust recipe's second stage on a plain model's weights.
 
         Construction reads no file: pretrained SAM2 weights and the text embeddings are loaded at
         training start (``sartm_d2.modeling.load_pretrained``) or come with MODEL.WEIGHTS.
@@ -144,6 +147,17 @@ class SARTM(nn.Module):
             )
         self.inference_dtype = _INFERENCE_DTYPES[inference_dtype]
         self.inference_only = False  # set by prepare_for_inference()
+        if train_only_robust_parts:
+            robust = self.robust_part_prefixes()
+            if not robust:
+                raise ValueError(
+                    "MODEL.SARTM.ROBUST.TRAIN_ONLY_ROBUST_PARTS is True, but MODEL.SARTM.FUSION "
+                    f"{getattr(fusion, 'name', type(fusion).__name__)!r} has no robust parts (trust gates, "
+                    'stand-ins): use "reliability".'
+                )
+            for name, p in self.named_parameters():
+                if not name.startswith(robust):
+                    p.requires_grad_(False)
 
         for name in ("backbone", "fusion", "sem_seg_head", "aux_head"):
             total, trainable = _count(getattr(self, name))
@@ -188,6 +202,7 @@ class SARTM(nn.Module):
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
             "aux_average_at_inference": cfg.MODEL.SARTM.AUX_HEAD.AVERAGE_AT_INFERENCE,
             "inference_dtype": cfg.MODEL.SARTM.INFERENCE_DTYPE,
+            "train_only_robust_parts": cfg.MODEL.SARTM.ROBUST.TRAIN_ONLY_ROBUST_PARTS,
         }
 
     @property
@@ -220,6 +235,11 @@ class SARTM(nn.Module):
             head = getattr(self, name)
             prefixes += [f"{name}.{p}" for p in getattr(head, "class_dependent_prefixes", ())]
         return tuple(prefixes)
+
+    def robust_part_prefixes(self) -> tuple[str, ...]:
+        """State-dict key prefixes of the parts a healthy pair does not need (the fusion's
+        ``robust_parts``): a plain model's checkpoint lacks them, and training may start them fresh."""
+        return tuple(f"fusion.{p}." for p in getattr(self.fusion, "robust_parts", ()))
 
     def merge_lora(self) -> int:
         """Merge the LoRA deltas into the backbone weights (explicit, for inference only)."""
@@ -368,7 +388,9 @@ class SARTM(nn.Module):
                 stacked = torch.cat([rgb, thermal], dim=0)
                 features = self.backbone(stacked, counts=(rgb.shape[0], thermal.shape[0]))
             text = self.text_embeddings if self.fusion.requires_text else None
-            fused = dict(self.fusion(features, text, present))
+            uses_cues = getattr(self.fusion, "uses_cues", False)  # a fusion that reads the saturation
+            extra = {"cues": self.input_norm.saturation(x)} if uses_cues else {}
+            fused = dict(self.fusion(features, text, present, **extra))
             trust, trust_levels = fused.pop("trust", None), fused.pop("trust_levels", None)
             main = self.sem_seg_head(fused)
             # At inference the auxiliary head only matters when averaged with the main one.

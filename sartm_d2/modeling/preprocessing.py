@@ -98,6 +98,12 @@ class RGBTInputNorm(nn.Module):
             self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(-1, 1, 1), False)
         self.thermal_norm = check_thermal_norm(thermal_norm)
 
+    def saturation(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2, H, W) float: 1 where the input was saturated (RGB: any channel; thermal), from the
+        normalised ``x`` of ``forward`` (padding, 0 after normalisation, is never saturated)."""
+        raw = x.float() * self.pixel_std + self.pixel_mean
+        return torch.stack([(raw[:, :3] >= SATURATED).any(dim=1), raw[:, 3] >= SATURATED], dim=1).float()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.thermal_norm == "stretch":
             x = torch.cat([x[:, :3], thermal_stretch(x[:, 3:4])], dim=1)
