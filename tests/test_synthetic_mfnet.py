@@ -187,8 +187,8 @@ def test_more_and_smaller_objects_than_the_embedded_set():
             counts.append(n)
             areas += a
         stats[name] = (np.mean(counts), np.mean(areas))
-    assert stats["mfnet"][0] > 1.4 * stats["embedded"][0], stats
-    assert stats["mfnet"][1] < 0.8 * stats["embedded"][1], stats
+    assert stats["mfnet"][0] > 1.6 * stats["embedded"][0], stats
+    assert stats["mfnet"][1] < 0.75 * stats["embedded"][1], stats
 
 
 def test_one_480x640_scene_keeps_the_modalities_apart():
