@@ -5,6 +5,7 @@ import importlib.util
 import os
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -42,6 +43,30 @@ def write_png(path, array):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     assert cv2.imwrite(str(path), array)
     return str(path)
+
+
+def folder_bytes(folder) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path, with its bytes (to compare two generated sets)."""
+    out = {}
+    for dirpath, _, names in os.walk(folder):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, folder)] = f.read()
+    return out
+
+
+def local_contrast(values, label, cls, background: int = 0, ring: int = 9):
+    """How far the mean of ``values`` (H x W, or H x W x C: Euclidean over channels) inside class
+    ``cls`` lies from its mean on the background pixels of a ``ring``-wide band around it; None when
+    either has fewer than 10 pixels."""
+    inside = label == cls
+    band = cv2.dilate(inside.astype(np.uint8), np.ones((ring, ring), np.uint8)).astype(bool)
+    band &= label == background
+    if inside.sum() < 10 or band.sum() < 10:
+        return None
+    diff = np.asarray(values[inside].mean(axis=0), np.float64) - values[band].mean(axis=0)
+    return float(np.linalg.norm(np.atleast_1d(diff)))
 
 
 def load_script(path: str, name: str):

@@ -149,9 +149,19 @@ def test_test_splits_are_marked_evaluation_only(tmp_path, restore_registration):
     names = register_all_rgbt(tmp_path)
     marked = sorted(n for n in names if MetadataCatalog.get(n).test_split)
     assert marked == sorted(
-        ["mfnet_test", "mfnet_test_day", "mfnet_test_night", "pst900_test", "fmb_test", "synthetic_rgbt_test"]
+        [
+            "mfnet_test",
+            "mfnet_test_day",
+            "mfnet_test_night",
+            "pst900_test",
+            "fmb_test",
+            "synthetic_rgbt_test",
+            "synthetic_mfnet_test",
+            "synthetic_mfnet_480x640_test",
+        ]
     )
     assert MetadataCatalog.get("pst900_val").test_split is False
+    assert MetadataCatalog.get("synthetic_mfnet_480x640_val").test_split is False
     assert MetadataCatalog.get("mfnet_val").get("test_split", True) is False
 
 

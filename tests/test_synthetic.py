@@ -6,10 +6,10 @@ import os
 import cv2
 import numpy as np
 import pytest
+from conftest import folder_bytes, local_contrast
 
 import sartm_d2  # noqa: F401  (compat first)
 from sartm_d2.data.synthetic import (
-    BACKGROUND,
     CAR,
     MARKING,
     PERSON,
@@ -22,20 +22,10 @@ from sartm_d2.data.synthetic import (
 SMALL = {"num_train": 3, "num_val": 1, "num_test": 2, "height": 64, "width": 96}
 
 
-def _files(folder):
-    out = {}
-    for dirpath, _, names in os.walk(folder):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, folder)] = f.read()
-    return out
-
-
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
-    a = _files(generate_synthetic_rgbt(tmp_path / "a", seed=3, **SMALL))
-    b = _files(generate_synthetic_rgbt(tmp_path / "b", seed=3, **SMALL))
-    c = _files(generate_synthetic_rgbt(tmp_path / "c", seed=4, **SMALL))
+    a = folder_bytes(generate_synthetic_rgbt(tmp_path / "a", seed=3, **SMALL))
+    b = folder_bytes(generate_synthetic_rgbt(tmp_path / "b", seed=3, **SMALL))
+    c = folder_bytes(generate_synthetic_rgbt(tmp_path / "c", seed=4, **SMALL))
     assert a == b
     assert sorted(a) == sorted(c)
     images = [k for k in a if k.startswith("images")]
@@ -86,15 +76,6 @@ def test_cli_writes_the_set(tmp_path):
     assert len(os.listdir(os.path.join(out, "images"))) == 4
 
 
-def _local_contrast(values, label, cls):
-    """|mean inside class| - mean of the background ring around it| (None when too small)."""
-    inside = label == cls
-    ring = cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & (label == BACKGROUND)
-    if inside.sum() < 10 or ring.sum() < 10:
-        return None
-    return abs(float(values[inside].mean()) - float(values[ring].mean()))
-
-
 def test_night_warm_objects_are_thermal_only_and_painted_objects_rgb_only():
     contrast = {}
     for day in (True, False):
@@ -102,9 +83,9 @@ def test_night_warm_objects_are_thermal_only_and_painted_objects_rgb_only():
             rgb, thermal, label = render_scene(np.random.default_rng([0, i]), 128, 160, day)
             grey = rgb.astype(np.float32).mean(axis=2)
             for cls in (PERSON, CAR, SIGN, MARKING):
-                c_rgb = _local_contrast(grey, label, cls)
+                c_rgb = local_contrast(grey, label, cls)
                 if c_rgb is not None:
-                    c_t = _local_contrast(thermal.astype(np.float32), label, cls)
+                    c_t = local_contrast(thermal.astype(np.float32), label, cls)
                     contrast.setdefault((day, cls), []).append((c_rgb, c_t))
     med = {k: np.median(np.array(v), axis=0) for k, v in contrast.items()}
     for cls in (PERSON, CAR):

@@ -1,5 +1,5 @@
 """RGB-T data: file reading (``io``), datasets (``datasets``: the folder loader, the built-in sets'
-metadata and registration), the synthetic set and the mapper.
+metadata and registration), the two synthetic families (``synthetic``, ``synthetic_mfnet``) and the mapper.
 
 Importing this package registers every built-in RGB-T dataset under ``$DETECTRON2_DATASETS``
 (lazily); ``register_rgbt_sem_seg`` registers your own. ``import_user_module`` lives in

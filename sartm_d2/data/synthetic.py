@@ -20,6 +20,7 @@ the parameters makes a second call with the same parameters a no-op.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -215,43 +216,8 @@ def render_scene(rng: np.random.Generator, height: int, width: int, day: bool):
     return to_u8(rgb), to_u8(thermal), label
 
 
-def _params(seed, num_train, num_val, num_test, height, width) -> dict:
-    return {
-        "generator_version": GENERATOR_VERSION,
-        "seed": int(seed),
-        "num_train": int(num_train),
-        "num_val": int(num_val),
-        "num_test": int(num_test),
-        "height": int(height),
-        "width": int(width),
-    }
-
-
-def generate_synthetic_rgbt(
-    root: str,
-    *,
-    seed: int = 0,
-    num_train: int = 96,
-    num_val: int = 24,
-    num_test: int = 48,
-    height: int = 128,
-    width: int = 160,
-) -> str:
-    """Write the synthetic set to ``<root>/SyntheticRGBT`` (MFNet layout) and return that path.
-
-    Deterministic for ``seed`` and idempotent: when ``manifest.json`` already records the same
-    parameters and every file is there, nothing is written. Other parameters replace the set.
-    ``height`` and ``width`` should be multiples of 32 (Hiera's stride; the model pads otherwise).
-    """
-    for key, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-        if value < 1:
-            raise ValueError(f"generate_synthetic_rgbt: {key} must be >= 1 (an empty split is unusable).")
-    if height < 32 or width < 32:
-        raise ValueError(f"generate_synthetic_rgbt: height and width must be >= 32, got {height}x{width}.")
-    out = os.path.join(os.fspath(root), FOLDER)
-    manifest = os.path.join(out, "manifest.json")
-    params = _params(seed, num_train, num_val, num_test, height, width)
-    counts = {"train": num_train, "val": num_val, "test": num_test}
+def _scene_names(counts: dict[str, int]) -> dict[str, list[str]]:
+    """Names per split of a running index over train, val, test: even = day (``D``), odd = night (``N``)."""
     names: dict[str, list[str]] = {}
     index = 0
     for split in _SPLITS:
@@ -259,6 +225,28 @@ def generate_synthetic_rgbt(
         for _ in range(counts[split]):
             names[split].append(f"{index:05d}{'D' if index % 2 == 0 else 'N'}")
             index += 1
+    return names
+
+
+def _write_mfnet_layout(out: str, render, params: dict, caller: str) -> str:
+    """Write the scenes of ``render(rng, height, width, day)`` to ``out`` in the MFNet layout; return ``out``.
+
+    The one writer of the synthetic families. ``params`` (``seed``, ``num_train``, ``num_val``,
+    ``num_test``, ``height``, ``width`` and the generator's version) become ``manifest.json``. Scene
+    ``i`` of the running index is drawn from ``np.random.default_rng([seed, i])``, so a seed gives
+    byte-identical files and no image depends on another. When the manifest already records the same
+    parameters and every file is there, nothing is written; other parameters replace the set; a
+    non-empty folder without a manifest is refused. ``caller`` names the function in errors.
+    """
+    counts = {split: params[f"num_{split}"] for split in _SPLITS}
+    for split, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{caller}: num_{split} must be >= 1 (an empty split is unusable).")
+    height, width = params["height"], params["width"]
+    if height < 32 or width < 32:
+        raise ValueError(f"{caller}: height and width must be >= 32, got {height}x{width}.")
+    manifest = os.path.join(out, "manifest.json")
+    names = _scene_names(counts)
 
     if os.path.isfile(manifest):
         with open(manifest) as f:
@@ -277,7 +265,7 @@ def generate_synthetic_rgbt(
     elif os.path.isdir(out) and os.listdir(out):
         raise ValueError(
             f"{out!r} exists, is not empty and has no manifest.json, so it was not written by "
-            "generate_synthetic_rgbt; remove it or choose another root."
+            f"{caller}; remove it or choose another root."
         )
 
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
@@ -285,8 +273,8 @@ def generate_synthetic_rgbt(
     index = 0
     for split in _SPLITS:
         for name in names[split]:
-            rng = np.random.default_rng([int(seed), index])
-            rgb, thermal, label = render_scene(rng, height, width, day=name.endswith("D"))
+            rng = np.random.default_rng([int(params["seed"]), index])
+            rgb, thermal, label = render(rng, height, width, day=name.endswith("D"))
             bgrt = np.dstack([rgb[:, :, ::-1], thermal])  # OpenCV writes B, G, R, A = stored R, G, B, T
             cv2.imwrite(os.path.join(out, "images", f"{name}.png"), bgrt, _PNG)
             cv2.imwrite(os.path.join(out, "labels", f"{name}.png"), label, _PNG)
@@ -299,26 +287,52 @@ def generate_synthetic_rgbt(
     return out
 
 
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description="Generate the synthetic RGB-T set in the MFNet layout.")
+def _cli(generate, description: str, argv: list[str] | None) -> str:
+    """The command line of a generator: ``--root`` plus one option per size argument of ``generate``,
+    whose defaults are those of ``generate``'s signature."""
+    defaults = inspect.signature(generate).parameters
+    keys = ("seed", "num_train", "num_val", "num_test", "height", "width")
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"), help="dataset root")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-train", type=int, default=96)
-    parser.add_argument("--num-val", type=int, default=24)
-    parser.add_argument("--num-test", type=int, default=48)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=160)
+    for key in keys:
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=defaults[key].default)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return generate_synthetic_rgbt(
-        args.root,
-        seed=args.seed,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        num_test=args.num_test,
-        height=args.height,
-        width=args.width,
-    )
+    return generate(args.root, **{key: getattr(args, key) for key in keys})
+
+
+def generate_synthetic_rgbt(
+    root: str,
+    *,
+    seed: int = 0,
+    num_train: int = 96,
+    num_val: int = 24,
+    num_test: int = 48,
+    height: int = 128,
+    width: int = 160,
+) -> str:
+    """Write the synthetic set to ``<root>/SyntheticRGBT`` (MFNet layout) and return that path.
+
+    Deterministic for ``seed`` and idempotent: when ``manifest.json`` already records the same
+    parameters and every file is there, nothing is written. Other parameters replace the set.
+    ``height`` and ``width`` should be multiples of 32 (Hiera's stride; the model pads otherwise).
+    """
+    params = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "num_test": int(num_test),
+        "height": int(height),
+        "width": int(width),
+    }
+    out = os.path.join(os.fspath(root), FOLDER)
+    return _write_mfnet_layout(out, render_scene, params, "generate_synthetic_rgbt")
+
+
+def main(argv: list[str] | None = None) -> str:
+    """``python -m sartm_d2.data.synthetic [--root DIR --height H ...]``; returns the folder written."""
+    return _cli(generate_synthetic_rgbt, "Generate the synthetic RGB-T set in the MFNet layout.", argv)
 
 
 if __name__ == "__main__":

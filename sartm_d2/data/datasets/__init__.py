@@ -2,7 +2,7 @@
 
 - ``rgbt_sem_seg``: the one loader of aligned RGB / thermal / label folders
   (:func:`load_rgbt_sem_seg`) and :func:`register_rgbt_sem_seg` for your own sets;
-- ``builtin_meta``: class names, palettes and layouts of MFNet, PST900, FMB and the synthetic set;
+- ``builtin_meta``: class names, palettes and layouts of MFNet, PST900, FMB and the synthetic sets;
 - ``builtin``: their registration under ``$DETECTRON2_DATASETS`` (run when this package is imported);
 - ``catalog``: any registered RGB-T set by name (:func:`scan_split`, :func:`load_rgbt_split`,
   :func:`get_classes`).

@@ -12,7 +12,8 @@ The families of ``builtin_meta`` (``_FAMILIES``) are turned into arguments of th
   (for the final model, once hyper-parameters are chosen on ``pst900_val``).
 - FMB: ``fmb_train`` / ``fmb_test`` with 15 classes (0 = unlabeled); cfg
   ``DATASETS.BACKGROUND_AS_IGNORE`` gives the 14-class protocol (see ``catalog.get_classes``).
-- The synthetic set (``sartm_d2.data.synthetic``) uses the MFNet layout.
+- The synthetic set (``sartm_d2.data.synthetic``) and the synthetic MFNet-like family
+  (``sartm_d2.data.synthetic_mfnet``, 96x128 and 480x640) use the MFNet layout.
 
 Every split read from a ``test`` folder or list has metadata ``test_split=True``: evaluation only,
 never model selection. Registering touches no file; a set that is absent or incomplete fails when
@@ -115,8 +116,9 @@ def register_all_rgbt(root: str | os.PathLike, only: Iterable[str] | None = None
     """Register (or re-point) every built-in RGB-T split under ``root``; touches no file.
 
     Args:
-        root: the dataset root holding MFNet/, PST900/, FMB/, SyntheticRGBT/.
-        only: families to (re-)register, from "mfnet", "pst900", "fmb", "synthetic"; None = all.
+        root: the dataset root holding MFNet/, PST900/, FMB/, SyntheticRGBT/, SyntheticMFNet_96x128/, ...
+        only: families to (re-)register, from "mfnet", "pst900", "fmb", "synthetic",
+            "synthetic_mfnet" (96x128), "synthetic_mfnet_480x640"; None = all.
             Re-registering replaces an earlier registration (e.g. a synthetic set generated in a
             temporary folder). Your own sets: :func:`register_rgbt_sem_seg`.
 

@@ -8,6 +8,8 @@
   constant because registration runs at import, before any config exists.
 - FMB: 15 classes with 0 = unlabeled; ``{train,test}/{Visible,Infrared,Label}/``.
 - The synthetic set (``sartm_d2.data.synthetic``): 5 classes, MFNet layout.
+- The synthetic MFNet-like family (``sartm_d2.data.synthetic_mfnet``): MFNet's 9 classes and
+  layout, one folder per image size (``SYNTHETIC_MFNET_FOLDER``); 96x128 and 480x640 are registered.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "PST900_VAL_OFFSET",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_COLORS",
+    "SYNTHETIC_MFNET_FOLDER",
 ]
 
 PST900_VAL_EVERY = 10
@@ -84,6 +87,9 @@ FMB_COLORS = [
 # The synthetic set's classes are real words so that a text teacher can embed them.
 SYNTHETIC_CLASSES = ["background", "person", "car", "traffic sign", "road marking"]
 SYNTHETIC_COLORS = [(0, 0, 0), (220, 20, 60), (0, 0, 142), (220, 220, 0), (255, 255, 255)]
+# Folder of the synthetic MFNet-like family at one image size: every size has its own, so the
+# registered sizes never overwrite each other.
+SYNTHETIC_MFNET_FOLDER = "SyntheticMFNet_{height}x{width}"
 
 @dataclass(frozen=True)
 class _Family:
@@ -118,6 +124,21 @@ def _folders_tree(folder: str, rgb: str, thermal: str, label: str, k: int) -> st
         f"{folder}/\n  {{train,test}}/\n    {rgb}/<name>.png      RGB\n"
         f"    {thermal}/<name>.png  thermal, 8 or 16 bit, aligned with RGB\n"
         f"    {label}/<name>.png    class ids 0..{k}, 255 = ignore"
+    )
+
+
+def _synthetic_mfnet(prefix: str, height: int, width: int) -> _Family:
+    """The synthetic MFNet-like family at one size: ``<prefix>_{train,val,test}``."""
+    folder = SYNTHETIC_MFNET_FOLDER.format(height=height, width=width)
+    return _Family(
+        folder=folder,
+        layout="mfnet",
+        classes=tuple(MFNET_CLASSES),
+        colors=tuple(MFNET_COLORS),
+        splits={f"{prefix}_{split}": (split, "all") for split in ("train", "val", "test")},
+        tree=_MFNET_TREE.format(folder=folder, k=8)
+        + "\n(generate it with: python -m sartm_d2.data.synthetic_mfnet --root <DETECTRON2_DATASETS> "
+        f"--height {height} --width {width})",
     )
 
 
@@ -176,6 +197,9 @@ _FAMILIES: dict[str, _Family] = {
         tree=_MFNET_TREE.format(folder="SyntheticRGBT", k=4)
         + "\n(generate it with: python -m sartm_d2.data.synthetic --root <DETECTRON2_DATASETS>)",
     ),
+    "synthetic_mfnet": _synthetic_mfnet("synthetic_mfnet", 96, 128),
+    "synthetic_mfnet_480x640": _synthetic_mfnet("synthetic_mfnet_480x640", 480, 640),
 }
+
 _NAME_TO_FAMILY = {name: fam for fam, spec in _FAMILIES.items() for name in spec.splits}
 
