@@ -1,7 +1,10 @@
 """Official SAM2 checkpoint -> SARTM: round trip with sam2's own model, error messages, converter tool."""
 
+import logging
 import os
+import re
 import runpy
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -114,6 +117,36 @@ def test_round_trip_every_tensor(official, head_kind):
     torch.testing.assert_close(ours["sfm"][:1], fpn[2], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours["ifp"][:1], fpn[1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours["ffp"][:1], fpn[0], atol=1e-4, rtol=1e-4)
+
+
+def test_the_log_summarises_ignored_keys_by_module_and_lists_them_at_debug(official, caplog):
+    _, sd, path = official
+    model = _Model(SAM2HieraLoRABackbone(size="t", d_model=256, lora_rank=4))  # no head: a second reason
+    name = "sartm_d2.modeling.sam2_checkpoint"
+    with caplog.at_level(logging.DEBUG, logger=name):
+        report = load_sam2_checkpoint(model, path)
+    records = [r for r in caplog.records if r.name == name]
+    (info,) = [r.getMessage() for r in records if r.levelno == logging.INFO]
+    debug = "\n".join(r.getMessage() for r in records if r.levelno == logging.DEBUG)
+
+    ignored = report["ignored"]
+    assert len(ignored) == len(sd) - len(report["loaded"]) - len(report["reinitialised"])
+    # One entry per top-level module of the checkpoint ("memory_attention (N)"), and per reason when
+    # it is not the default one; the counts add up to every ignored key.
+    assert f"ignored {len(ignored)} keys: " in info, info
+    head, summary = info.split(f"ignored {len(ignored)} keys: ")
+    assert head.startswith(f"Loaded SAM2 checkpoint {path}: ")
+    entries = re.findall(r"(\w+) \((\d+)(?:, ([^)]+))?\)(?:, |$)", summary)
+    assert ", ".join(f"{m} ({n}{', ' + r if r else ''})" for m, n, r in entries) == summary
+    found = Counter({(m, r or "not used by SARTM"): int(n) for m, n, r in entries})
+    assert len(found) == len(entries)
+    assert found == Counter((k.split(".")[0], report["ignored_reasons"][k]) for k in ignored)
+    assert found[("memory_attention", "not used by SARTM")] > 50
+    assert found[("memory_encoder", "not used by SARTM")] > 0
+    assert found[("sam_mask_decoder", "the model has no 'sem_seg_head.decoder.transformer'")]
+    # Short: module names, no key names; every key is in the DEBUG lines.
+    assert len(info) < 800 + len(path) and not [k for k in ignored if "." in k and k in info]
+    assert all(repr(k) in debug for k in ignored)
 
 
 def _tiny_official(tmp_path, edit=None, name="ckpt.pt"):
