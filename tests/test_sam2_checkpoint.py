@@ -182,6 +182,38 @@ def test_backbone_only_model_reports_head_keys_as_ignored(tmp_path):
     assert report["ignored_reasons"]["maskmem_tpos_enc"] == "not used by SARTM"
 
 
+@pytest.fixture
+def remove_new_log_handlers():
+    """Remove the handlers that a test's setup() attached (to its captured stdout and log.txt)."""
+    names = ("sartm_d2", "detectron2", "fvcore")
+    before = {n: list(logging.getLogger(n).handlers) for n in names}
+    yield
+    for n in names:
+        logger = logging.getLogger(n)
+        for handler in [h for h in logger.handlers if h not in before[n]]:
+            logger.removeHandler(handler)
+
+
+def test_after_train_nets_setup_the_console_has_the_summary_and_log_txt_every_key(
+    tmp_path, capsys, remove_new_log_handlers
+):
+    from detectron2.engine import default_argument_parser
+
+    from sartm_d2.engine import setup
+
+    model, _, path = _tiny_official(tmp_path)
+    setup(default_argument_parser().parse_args(["OUTPUT_DIR", str(tmp_path / "out")]))
+    report = load_sam2_checkpoint(model, path)
+    for handler in logging.getLogger("sartm_d2").handlers:
+        handler.flush()
+    shown, log_txt = capsys.readouterr().out, (tmp_path / "out" / "log.txt").read_text()
+    summary = "ignored 2 keys: maskmem_tpos_enc (1), sam_mask_decoder (1, the model has no"
+    assert summary in shown and summary in log_txt
+    keys = [repr(k) for k in report["loaded"] + report["ignored"]]
+    assert not [k for k in keys if k in shown]  # the DEBUG lists: in log.txt only
+    assert all(k in log_txt for k in keys)
+
+
 def test_wrong_shape_names_key_and_shapes(tmp_path):
     def bigger(sd):  # what a larger SAM2 size (e.g. b+ into t) looks like
         sd["image_encoder.trunk.pos_embed"] = torch.zeros(1, 112, 7, 7)
