@@ -1,4 +1,5 @@
-"""SAM2 mask-decoder head and the auxiliary heads: shapes, frozen/unused parts, registry, no gating."""
+"""SAM2 mask-decoder head and the auxiliary heads: shapes, frozen/unused parts, registry, no gating, and
+each aux head recomputed along its documented pathway."""
 
 import math
 
