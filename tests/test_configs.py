@@ -73,8 +73,9 @@ def _own_nodes(scope):
 
 def _config_reads(tree, top_nodes) -> set[str]:
     """The config paths that a module reads (loads, not assigns): ``<...>.MODEL.SARTM.LORA.RANK``,
-    ``lora.RANK`` after ``lora = <...>.MODEL.SARTM.LORA`` in the same or an enclosing function, and
-    ``getattr(<node>, "RANK")``. Strings and comments are not code, so they read nothing."""
+    ``lora.RANK`` after ``lora = <...>.MODEL.SARTM.LORA`` (or ``lora, x = <...>.LORA, ...``) in the same
+    or an enclosing function, and ``getattr(<node>, "RANK")``. Strings and comments are not code, so
+    they read nothing."""
     reads = set()
 
     def path(node, aliases):
@@ -94,10 +95,15 @@ def _config_reads(tree, top_nodes) -> set[str]:
         nodes = list(_own_nodes(scope))
         aliases = dict(aliases)
         for node in nodes:
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Attribute):
-                value = path(node.value, aliases)
-                if value and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                    aliases[node.targets[0].id] = value
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, value = node.targets[0], node.value
+                pairs = [(target, value)]
+                if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):  # a, b = x.A, x.B
+                    pairs = list(zip(target.elts, value.elts))
+                for name, attribute in pairs:
+                    if isinstance(name, ast.Name) and isinstance(attribute, ast.Attribute):
+                        if resolved := path(attribute, aliases):
+                            aliases[name.id] = resolved
         inner = {id(n.value) for n in nodes if isinstance(n, ast.Attribute)}
         for node in nodes:
             if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and id(node) not in inner:
@@ -137,16 +143,17 @@ def test_every_added_key_is_read():
 def test_the_key_reader_counts_code_only():
     source = """
 def f(cfg):
-    lora = cfg.MODEL.SARTM.LORA
+    lora, test = cfg.MODEL.SARTM.LORA, cfg.TEST
     cfg.MODEL.SARTM.FUSION = "cmx"  # assigning is no read; nor is this comment: cfg.MODEL.SARTM.COMPILE
     def g():
         return lora.RANK + getattr(cfg.MODEL.SARTM.LORA, "ALPHA")
-    raise ValueError("MODEL.SARTM.LORA.DROPOUT must be >= 0", cfg.TEST.MODALITIES[0])
+    raise ValueError("MODEL.SARTM.LORA.DROPOUT must be >= 0", test.MODALITIES[0])
 def h(lora):
     return lora.DROPOUT  # not known to be a config node
 """
     reads = _config_reads(ast.parse(source), {"MODEL", "TEST"})
-    assert reads == {"MODEL.SARTM.LORA", "MODEL.SARTM.LORA.RANK", "MODEL.SARTM.LORA.ALPHA", "TEST.MODALITIES"}
+    nodes = {"MODEL.SARTM.LORA", "TEST"}  # the aliased nodes themselves
+    assert reads == nodes | {"MODEL.SARTM.LORA.RANK", "MODEL.SARTM.LORA.ALPHA", "TEST.MODALITIES"}
 
 
 def test_add_sartm_config_only_adds_keys():
