@@ -1,7 +1,10 @@
 """Official SAM2 checkpoint -> SARTM: round trip with sam2's own model, error messages, converter tool."""
 
+import logging
 import os
+import re
 import runpy
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -116,6 +119,36 @@ def test_round_trip_every_tensor(official, head_kind):
     torch.testing.assert_close(ours["ffp"][:1], fpn[0], atol=1e-4, rtol=1e-4)
 
 
+def test_the_log_summarises_ignored_keys_by_module_and_lists_them_at_debug(official, caplog):
+    _, sd, path = official
+    model = _Model(SAM2HieraLoRABackbone(size="t", d_model=256, lora_rank=4))  # no head: a second reason
+    name = "sartm_d2.modeling.sam2_checkpoint"
+    with caplog.at_level(logging.DEBUG, logger=name):
+        report = load_sam2_checkpoint(model, path)
+    records = [r for r in caplog.records if r.name == name]
+    (info,) = [r.getMessage() for r in records if r.levelno == logging.INFO]
+    debug = "\n".join(r.getMessage() for r in records if r.levelno == logging.DEBUG)
+
+    ignored = report["ignored"]
+    assert len(ignored) == len(sd) - len(report["loaded"]) - len(report["reinitialised"])
+    # One entry per top-level module of the checkpoint ("memory_attention (N)"), and per reason when
+    # it is not the default one; the counts add up to every ignored key.
+    assert f"ignored {len(ignored)} keys: " in info, info
+    head, summary = info.split(f"ignored {len(ignored)} keys: ")
+    assert head.startswith(f"Loaded SAM2 checkpoint {path}: ")
+    entries = re.findall(r"(\w+) \((\d+)(?:, ([^)]+))?\)(?:, |$)", summary)
+    assert ", ".join(f"{m} ({n}{', ' + r if r else ''})" for m, n, r in entries) == summary
+    found = Counter({(m, r or "not used by SARTM"): int(n) for m, n, r in entries})
+    assert len(found) == len(entries)
+    assert found == Counter((k.split(".")[0], report["ignored_reasons"][k]) for k in ignored)
+    assert found[("memory_attention", "not used by SARTM")] > 50
+    assert found[("memory_encoder", "not used by SARTM")] > 0
+    assert found[("sam_mask_decoder", "the model has no 'sem_seg_head.decoder.transformer'")]
+    # Short: module names, no key names; every key is in the DEBUG lines.
+    assert len(info) < 800 + len(path) and not [k for k in ignored if "." in k and k in info]
+    assert all(repr(k) in debug for k in ignored)
+
+
 def _tiny_official(tmp_path, edit=None, name="ckpt.pt"):
     """A tiny backbone and an official-format checkpoint of the same architecture (fast error tests)."""
     torch.manual_seed(2)
@@ -147,6 +180,38 @@ def test_backbone_only_model_reports_head_keys_as_ignored(tmp_path):
     assert "no 'sem_seg_head.decoder.transformer'" in report["ignored_reasons"][key]
     assert report["reinitialised"] == ["sam_mask_decoder.mask_tokens.weight"]
     assert report["ignored_reasons"]["maskmem_tpos_enc"] == "not used by SARTM"
+
+
+@pytest.fixture
+def remove_new_log_handlers():
+    """Remove the handlers that a test's setup() attached (to its captured stdout and log.txt)."""
+    names = ("sartm_d2", "detectron2", "fvcore")
+    before = {n: list(logging.getLogger(n).handlers) for n in names}
+    yield
+    for n in names:
+        logger = logging.getLogger(n)
+        for handler in [h for h in logger.handlers if h not in before[n]]:
+            logger.removeHandler(handler)
+
+
+def test_after_train_nets_setup_the_console_has_the_summary_and_log_txt_every_key(
+    tmp_path, capsys, remove_new_log_handlers
+):
+    from detectron2.engine import default_argument_parser
+
+    from sartm_d2.engine import setup
+
+    model, _, path = _tiny_official(tmp_path)
+    setup(default_argument_parser().parse_args(["OUTPUT_DIR", str(tmp_path / "out")]))
+    report = load_sam2_checkpoint(model, path)
+    for handler in logging.getLogger("sartm_d2").handlers:
+        handler.flush()
+    shown, log_txt = capsys.readouterr().out, (tmp_path / "out" / "log.txt").read_text()
+    summary = "ignored 2 keys: maskmem_tpos_enc (1), sam_mask_decoder (1, the model has no"
+    assert summary in shown and summary in log_txt
+    keys = [repr(k) for k in report["loaded"] + report["ignored"]]
+    assert not [k for k in keys if k in shown]  # the DEBUG lists: in log.txt only
+    assert all(k in log_txt for k in keys)
 
 
 def test_wrong_shape_names_key_and_shapes(tmp_path):

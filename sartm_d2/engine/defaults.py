@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import weakref
 from collections import OrderedDict
 
@@ -269,8 +270,22 @@ def setup(args):
             )
     cfg.freeze()
     default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sartm_d2")
+    _setup_sartm_logger(cfg.OUTPUT_DIR)
     return cfg
+
+
+def _setup_sartm_logger(output_dir: str) -> None:
+    """The "sartm_d2" logger as detectron2 sets up its own, but with the console at INFO.
+
+    detectron2's console handler shows DEBUG too, formatted like INFO, and this project's DEBUG lines
+    are the long ones (every SAM2 key loaded or ignored); OUTPUT_DIR/log.txt keeps all levels.
+    """
+    logger = logging.getLogger("sartm_d2")
+    before = list(logger.handlers)
+    setup_logger(output=output_dir, distributed_rank=comm.get_rank(), name="sartm_d2")
+    for handler in logger.handlers:
+        if handler not in before and getattr(handler, "stream", None) is sys.stdout:
+            handler.setLevel(logging.INFO)
 
 
 def main(args):

@@ -1,8 +1,9 @@
 """Robustness checks that need the model's predictions, not only the per-setting metrics.
 
 ``thermal_gain_agreement``: how often the prediction stays the same when the thermal image is scaled,
-as an AGC step or another camera would (issue "never worse than the better camera": at least 99%
-with ``INPUT.THERMAL_NORM "percentile"``, by construction, whatever the training).
+as an AGC step or another camera would. With ``INPUT.THERMAL_NORM "stretch"`` the per-image stretch
+absorbs the gain, so the prediction agrees up to float rounding, whatever the training; with "none"
+the agreement shows how much the model depends on the camera's gain.
 """
 
 from __future__ import annotations

@@ -73,6 +73,26 @@ _GET_CHECKPOINTS = (
 )
 
 
+_NOT_USED = "not used by SARTM"
+
+
+def _group_ignored(keys: list[str], reasons: dict[str, str]) -> dict[tuple[str, str], list[str]]:
+    """Ignored checkpoint keys by (top-level module, reason), largest group first.
+
+    The INFO line names each group and its size, so that it stays short whatever the checkpoint holds
+    (SAM2's video-memory modules are many); a DEBUG line per group lists its keys.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for key in keys:
+        groups.setdefault((key.split(".", 1)[0], reasons[key]), []).append(key)
+    return dict(sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])))
+
+
+def _group_label(module: str, reason: str, count: int) -> str:
+    """``<module> (<count>)``, or ``<module> (<count>, <reason>)`` unless it is "not used by SARTM"."""
+    return f"{module} ({count})" if reason == _NOT_USED else f"{module} ({count}, {reason})"
+
+
 def _map_key(key: str) -> tuple[str, str] | None:
     """(SARTM key, SARTM prefix it falls under) for a mapped checkpoint key, else None."""
     for src, dst in SAM2_KEY_MAP:
@@ -125,6 +145,8 @@ def load_sam2_checkpoint(model: nn.Module, path: str) -> dict:
 
     Returns a report: ``{"loaded": [SARTM keys], "reinitialised": [checkpoint keys],
     "ignored": [checkpoint keys], "ignored_reasons": {checkpoint key: reason}}``.
+    One INFO line gives the counts, the ignored keys summarised by top-level module (and reason);
+    the DEBUG lines (in OUTPUT_DIR/log.txt) list every key.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message says where to get checkpoints).
@@ -146,7 +168,7 @@ def load_sam2_checkpoint(model: nn.Module, path: str) -> dict:
                 reinitialised.append(key)
             else:
                 ignored.append(key)
-                reasons[key] = "not used by SARTM"
+                reasons[key] = _NOT_USED
             continue
         new_key, prefix = mapped
         if new_key in target:
@@ -189,13 +211,15 @@ def load_sam2_checkpoint(model: nn.Module, path: str) -> dict:
         "ignored": sorted(ignored),
         "ignored_reasons": reasons,
     }
-    absent = sorted({reasons[k] for k in ignored if reasons[k] != "not used by SARTM"})
+    groups = {_group_label(module, reason, len(keys)): keys
+              for (module, reason), keys in _group_ignored(report["ignored"], reasons).items()}
     logger.info(
         "Loaded SAM2 checkpoint %s: %d tensors loaded, %d re-initialised (class-count dependent), "
-        "%d ignored%s.",
-        path, len(to_load), len(reinitialised), len(ignored), f" ({'; '.join(absent)})" if absent else "",
+        "ignored %d keys%s",
+        path, len(to_load), len(reinitialised), len(ignored), ": " + ", ".join(groups) if groups else ".",
     )
     logger.debug("SAM2 loaded: %s", report["loaded"])
     logger.debug("SAM2 re-initialised: %s", report["reinitialised"])
-    logger.debug("SAM2 ignored: %s", reasons)
+    for label, keys in groups.items():
+        logger.debug("SAM2 ignored, %s: %s", label, keys)
     return report
