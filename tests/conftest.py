@@ -102,3 +102,19 @@ def demo_panel_ok(path, height: int, width: int) -> bool:
     h, w = drawing_size(height, width)
     shape = cv2.imread(str(path)).shape
     return shape[1] == 3 * w and shape[0] > h and shape[2] == 3
+
+def capture_eval_logits(monkeypatch) -> dict:
+    """A dict that fills with ``{image_id: sem_seg logits}`` of every image the evaluator is given
+    (``--eval-only``, ``tools/eval_onnx.py``): the model's outputs on what the test loader fed it."""
+    from sartm_d2.evaluation import RGBTSemSegEvaluator
+
+    seen = {}
+    process = RGBTSemSegEvaluator.process
+
+    def recording(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            seen[inp["image_id"]] = out["sem_seg"].detach().clone()
+        return process(self, inputs, outputs)
+
+    monkeypatch.setattr(RGBTSemSegEvaluator, "process", recording)
+    return seen
