@@ -178,7 +178,7 @@ def test_demo_on_onnx(setup, exported, tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("--onnx must not build a PyTorch model")
 
-    monkeypatch.setattr(sys.modules["predictor"], "build_inference_model", no_model)
+    monkeypatch.setattr(sys.modules["sartm_d2.engine.predictor"], "build_inference_model", no_model)
     onnx_out = cli.main(["--onnx", exported, "--input", *images, "--output", str(tmp_path / "onnx")])
     assert [os.path.basename(p) for p in onnx_out] == [os.path.basename(p) for p in torch_out]
     for a, b in zip(torch_out, onnx_out):  # same argmax, same panels
