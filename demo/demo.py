@@ -19,15 +19,21 @@ Examples::
     python demo/demo.py --config-file configs/mfnet.yaml --video-input rgbt_frames/ \\
         --output output/demo/frames --opts MODEL.WEIGHTS output/mfnet/model_final.pth
 
-    # an exported model (tools/export_model.py), run by onnxruntime; no model is built, no config read
     # one camera (thermal failed, or an RGB-only robot): a model trained with modality dropout
-    python demo/demo.py --config-file configs/mfnet-anymodal.yaml --modality thermal --input ir/ \
+    python demo/demo.py --config-file configs/mfnet-anymodal.yaml --modality thermal --input ir/ \\
         --output output/demo --opts MODEL.WEIGHTS output/mfnet-anymodal/model_final.pth
+
+    # an exported model (tools/export_model.py), run by onnxruntime; no model is built, no config read
     python demo/demo.py --onnx output/onnx/model.onnx --input night.png --thermal night_ir.png --output vis/
     python demo/demo.py --onnx output/onnx/model.onnx --video-input rgb.mp4 --thermal-video ir.mp4 \\
         --output vis/out.mp4
-    # a one-camera graph (export_model.py --modality thermal): images of that camera, or RGB-T inputs
+    # a one-camera graph (export_model.py --modality thermal), with --modality of its camera: images of
+    # that camera, or RGB-T inputs (streams need no --modality: the graph reads its camera from them)
     python demo/demo.py --onnx output/onnx/model_thermal_int8.onnx --modality thermal --input ir/ --output v/
+
+The model comes from ``model_options.py`` (``--config-file`` or ``--onnx``: the package's
+``RGBTPredictor`` or ``OnnxRGBTPredictor``), the inputs from ``inputs.py``, the panels from
+``drawing.py``, the streams from ``video.py``.
 
 Images: writes ``<output>/<name>.png`` per input: RGB | thermal | prediction side by side, each at
 the input's size or, under 480 px on the short side, upscaled (masks nearest-neighbour), above a
@@ -47,12 +53,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import cv2
-import numpy as np
-import torch
-from predictor import OVERLAY_BASES, OnnxRGBTPredictor, RGBTPredictor, draw_panel, find_inputs, load_pair
+from drawing import OVERLAY_BASES, draw_panel
+from inputs import find_inputs, load_pair
+from model_options import add_model_options, build_predictor, check_model_options, setup_cfg, thermal_norm
 from tqdm import tqdm
 from video import DEFAULT_FPS, PanelWriter, RGBTFrame, open_frames
 
@@ -61,9 +66,7 @@ import sartm_d2  # noqa: F401  (compat patches + registration before detectron2)
 # isort: split
 from detectron2.utils.logger import setup_logger
 
-from sartm_d2 import get_sartm_cfg
-from sartm_d2.data import import_user_module
-from sartm_d2.export import InputSizeError, read_sidecar
+from sartm_d2.export import InputSizeError
 from sartm_d2.modalities import MODALITIES
 
 logger = logging.getLogger("sartm_d2.demo")
@@ -71,23 +74,8 @@ logger = logging.getLogger("sartm_d2.demo")
 PROGRESS_MIN_FRAMES = 20  # shorter streams finish before a progress bar helps
 
 
-def setup_cfg(args):
-    for module in args.register:
-        import_user_module(module)
-    cfg = get_sartm_cfg(args.config_file, args.opts)
-    cfg.freeze()
-    return cfg
-
-
 def get_parser():
-    parser = argparse.ArgumentParser(description="SARTM RGB-T semantic segmentation demo")
-    parser.add_argument("--config-file", metavar="FILE", help="path to a config file (not with --onnx)")
-    parser.add_argument(
-        "--onnx",
-        metavar="FILE",
-        help="run an exported model (tools/export_model.py) with onnxruntime instead of building one; "
-        "classes, input size and thermal normalisation come from its sidecar FILE.json",
-    )
+    parser = add_model_options(argparse.ArgumentParser(description="SARTM RGB-T semantic segmentation demo"))
     parser.add_argument(
         "--input",
         nargs="+",
@@ -103,14 +91,8 @@ def get_parser():
         default="rgbt",
         help="one camera only (failed, blinded or absent): --input images are RGB (rgb) or thermal "
         "(thermal) images alone; the other stream is not computed. Needs a model trained with modality "
-        "dropout (configs/*-anymodal.yaml); others are warned about",
-    )
-    parser.add_argument(
-        "--register",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import this module (dotted name or .py path) first: it registers your own dataset",
+        "dropout (configs/*-anymodal.yaml); others are warned about. A one-camera --onnx graph takes its "
+        "camera's (its images alone, or RGB-T images)",
     )
     parser.add_argument(
         "--video-input",
@@ -134,41 +116,18 @@ def get_parser():
         "--fps", type=float, default=None, help="frame rate of an output video (default: the input's; 10)"
     )
     parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads: onnxruntime's intra-op threads with --onnx, else torch's (default: all cores)",
-    )
-    parser.add_argument(
         "--output",
         required=True,
         help="folder for the <name>.png panels (created); with --video-input, a .mp4/.avi/.mkv file "
         "or a folder for one PNG per frame",
     )
-    parser.add_argument(
-        "--opts",
-        default=[],
-        nargs=argparse.REMAINDER,
-        help="modify config options using the command-line 'KEY VALUE' pairs",
-    )
     return parser
-
-
-def check_model_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """One model: --config-file (PyTorch, MODEL.WEIGHTS in --opts) or --onnx (an exported file), not both."""
-    if args.onnx and (args.config_file or args.opts):
-        parser.error(
-            "--onnx takes everything from the exported file and its sidecar (FILE.json): drop --config-file "
-            "and --opts (the export's config is recorded in the sidecar)."
-        )
-    if not args.onnx and not args.config_file:
-        parser.error("give --config-file (a PyTorch model, MODEL.WEIGHTS) or --onnx FILE (an exported one).")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = get_parser()
     args = parser.parse_args(argv)
-    check_model_source(parser, args)
+    check_model_options(parser, args)
     if args.video_input and args.input:
         parser.error("--video-input and --input exclude each other: give images or a stream, not both.")
     if args.thermal_video and not args.video_input:
@@ -178,8 +137,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.modality != "rgbt" and args.video_input:
         parser.error("--modality rgb|thermal takes --input images (a one-camera --onnx graph reads its "
                      "camera from RGB-T streams).")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}.")
     if not args.video_input and not args.input:
         parser.error("give --input (images) or --video-input (a video or a folder of frames).")
     if args.fps is not None and not args.video_input:
@@ -191,7 +148,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_video(
     frames: Iterable[RGBTFrame],
-    predict: Callable[[np.ndarray, np.ndarray], Any],
+    predictor: Callable[..., dict],
     metadata,
     writer: PanelWriter,
     total: int | None = None,
@@ -200,10 +157,11 @@ def run_video(
 ) -> dict:
     """Segment a stream frame by frame and write its panels; return frame count and timings.
 
-    ``predict(rgb, thermal)`` takes rgb uint8 H x W x 3 and thermal float32 H x W (0..255) and returns
-    K x H x W logits (a tensor or an array), or (logits, trust) like ``RGBTPredictor.predict``, so any
-    backend can be plugged in. ``total`` (the frame count, when known) sizes the progress bar, shown
-    on stderr for streams longer than PROGRESS_MIN_FRAMES.
+    ``predictor(rgb, thermal)`` takes rgb uint8 H x W x 3 and thermal float32 H x W (0..255) and
+    returns ``{"sem_seg": K x H x W logits (a tensor or an array), "trust": (2,) or None}`` like the
+    package's predictors (both cameras; a one-camera graph reads its own), so any backend can be
+    plugged in. ``total`` (the frame count, when known) sizes the progress bar, shown on stderr for
+    streams longer than PROGRESS_MIN_FRAMES.
     """
     bar = tqdm(total=total, unit="frame", file=sys.stderr) if total and total > PROGRESS_MIN_FRAMES else None
     model_s, n = 0.0, 0
@@ -211,11 +169,10 @@ def run_video(
     try:
         for frame in frames:
             t0 = time.perf_counter()
-            out = predict(frame.rgb, frame.thermal)
+            out = predictor(frame.rgb, frame.thermal)
             model_s += time.perf_counter() - t0
-            logits, trust = out if isinstance(out, tuple) else (out, None)
-            panel = draw_panel(frame.rgb, frame.thermal, logits.argmax(0), metadata, trust=trust,
-                               overlay_on=overlay_on)
+            panel = draw_panel(frame.rgb, frame.thermal, out["sem_seg"].argmax(0), metadata,
+                               trust=out["trust"], overlay_on=overlay_on)
             writer.write(panel, frame.name)
             n += 1
             if bar is not None:
@@ -232,21 +189,6 @@ def run_video(
     return {"frames": n, "model_s": model_s, "total_s": total_s}
 
 
-def thermal_norm(args, cfg) -> str:
-    """INPUT.THERMAL_16BIT_NORM of the config, or of the exported model's sidecar with ``--onnx``."""
-    return read_sidecar(args.onnx)["thermal_16bit_norm"] if args.onnx else cfg.INPUT.THERMAL_16BIT_NORM
-
-
-def build_predictor(args, cfg):
-    """``predictor(rgb, thermal) -> K x H x W logits`` and ``predictor.predict(rgb, thermal) -> (logits,
-    trust or None)``, with ``.metadata``: PyTorch, or onnxruntime (--onnx)."""
-    if args.onnx:
-        return OnnxRGBTPredictor(args.onnx, threads=args.threads)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return RGBTPredictor(cfg)
-
-
 def main_video(args, cfg) -> list[str]:
     """The stream mode of :func:`main`; the input and the output are checked before the model is built."""
     with open_frames(args.video_input, args.thermal_video, thermal_norm(args, cfg)) as frames:
@@ -256,7 +198,7 @@ def main_video(args, cfg) -> list[str]:
             count = frames.count or "unknown number of"
             logger.info(f"{frames.description}: {count} frames -> {args.output}")
             try:
-                run_video(frames, predictor.predict, predictor.metadata, writer, total=frames.count,
+                run_video(frames, predictor, predictor.metadata, writer, total=frames.count,
                           overlay_on=args.overlay_on)
             except InputSizeError as e:
                 raise InputSizeError(f"--video-input {args.video_input!r}: {e}") from None
@@ -281,10 +223,10 @@ def main(argv=None) -> list[str]:
         start = time.perf_counter()
         rgb, thermal = load_pair(item, norm)
         try:
-            logits, trust = predictor.predict(rgb, thermal)
+            out = predictor(rgb, thermal, args.modality, image_id=item.name)
         except InputSizeError as e:
-            raise InputSizeError(f"{item.rgb_path!r}: {e}") from None
-        panel = draw_panel(rgb, thermal, logits.argmax(0), predictor.metadata, trust=trust,
+            raise InputSizeError(f"{item.rgb_path or item.thermal_path!r}: {e}") from None
+        panel = draw_panel(rgb, thermal, out["sem_seg"].argmax(0), predictor.metadata, trust=out["trust"],
                            overlay_on=args.overlay_on)
         path = os.path.join(args.output, f"{item.name}.png")
         if not cv2.imwrite(path, panel[:, :, ::-1]):

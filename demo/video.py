@@ -4,8 +4,8 @@ Inputs (:func:`open_frames`), each read one frame at a time (nothing holds the w
 
 * two videos, ``--video-input rgb.mp4 --thermal-video ir.mp4``: the i-th frames form the i-th pair;
 * two frame folders, ``--video-input rgb_frames/ --thermal-video ir_frames/``: the image files
-  (``predictor.IMAGE_EXTENSIONS``) of each folder, sorted by name and paired by position. Each pair
-  is read by ``sartm_d2.data.io.read_rgbt``, exactly like a still image (16-bit thermal PNG/TIFF
+  (``sartm_d2.data.io.IMAGE_EXTENSIONS``) of each folder, sorted by name and paired by position.
+  Each pair is read by ``sartm_d2.data.io.read_rgbt``, exactly like a still image (16-bit thermal PNG/TIFF
   frames normalised by ``INPUT.THERMAL_16BIT_NORM``, per frame as per image);
 * one folder of 4-channel R,G,B,T PNGs (MFNet style), ``--video-input rgbt_frames/``;
 * one 4-channel video that OpenCV decodes to BGRA (see below), ``--video-input rgbt.avi``.
@@ -62,9 +62,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from predictor import IMAGE_EXTENSIONS, read_rgbt_image
+from inputs import read_rgbt_image
 
-from sartm_d2.data.io import normalize_thermal, read_rgbt
+from sartm_d2.data.io import IMAGE_EXTENSIONS, normalize_thermal, read_rgbt
 
 __all__ = [
     "DEFAULT_FPS",

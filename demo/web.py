@@ -12,11 +12,12 @@ Examples::
 Gradio is an optional extra (``pip install 'sartm-d2[web]'``; ``scripts/setup_env.sh`` installs it);
 it is imported only when the page starts, so ``--help`` works without it.
 
-The page is a thin layer over the command-line demo's pieces (``demo/predictor.py``: reading through
-``sartm_d2.data.io``, ``RGBTPredictor`` / ``OnnxRGBTPredictor``, ``draw_panel``; ``demo/video.py``:
-``open_frames``; ``demo/demo.py``: ``setup_cfg``, ``build_predictor``), so a pair gives the same panel
-here as in ``demo/demo.py``. :class:`WebDemo` does the work without the page (tests call it
-directly); :func:`build_page` lays it out.
+The page is a thin layer over the command-line demo's pieces (``model_options.py``: the model
+options and the package's ``RGBTPredictor`` / ``OnnxRGBTPredictor``; ``inputs.py``: reading through
+``sartm_d2.data.io``; ``drawing.py``: ``draw_panel``; ``video.py``: ``open_frames``), so a pair gives
+the same panel here as in ``demo/demo.py``. The input settings, degraded ones included, are the
+predictor's: its test mapper drops or degrades a camera, as in evaluation. :class:`WebDemo` does the
+work without the page (tests call it directly); :func:`build_page` lays it out.
 
 One model is built at start-up; requests wait in Gradio's queue and run one at a time. Uploads,
 the generated examples and the files offered for download live in one temporary folder, removed
@@ -29,7 +30,6 @@ import argparse
 import dataclasses
 import html
 import importlib.util
-import inspect
 import itertools
 import logging
 import os
@@ -42,11 +42,26 @@ import uuid
 import zipfile
 from collections.abc import Callable, Sequence
 
+import cv2
 import numpy as np
+from drawing import OVERLAY_BASES, draw_panel
+from inputs import RGBTInput, load_pair
+from model_options import add_model_options, build_predictor, check_model_options, setup_cfg
+from PIL import Image
+from video import open_frames
+
+import sartm_d2  # noqa: F401  (compat patches + registration before detectron2)
+
+# isort: split
+from detectron2.utils.logger import setup_logger
+
+from sartm_d2.data.degradations import parse_setting
+from sartm_d2.data.io import read_image
+from sartm_d2.data.synthetic import render_scene
+from sartm_d2.modalities import PRESENCE
 
 logger = logging.getLogger("sartm_d2.demo.web")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MAX_PIXELS = 3840 * 2160  # one 4K UHD frame per image or clip frame
 DEFAULT_MAX_FRAMES = 150
 DEFAULT_MAX_FILE_SIZE = "200mb"  # per upload; Gradio refuses bigger files itself
@@ -67,19 +82,10 @@ class InputError(ValueError):
 
 # ---------------------------------------------------------------------------------------- command line
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = add_model_options(argparse.ArgumentParser(
         description="SARTM RGB-T segmentation in a local web page (needs the web extra: "
         "pip install 'sartm-d2[web]')"
-    )
-    parser.add_argument("--config-file", metavar="FILE", help="path to a config file (not with --onnx)")
-    parser.add_argument(
-        "--onnx", metavar="FILE",
-        help="an exported model (tools/export_model.py) run by onnxruntime; classes, input size and "
-        "thermal normalisation come from its sidecar FILE.json",
-    )
-    parser.add_argument("--register", action="append", default=[], metavar="MODULE",
-                        help="import this module (dotted name or .py path) first: it registers your own "
-                        "dataset")
+    ))
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 serves others)")
     parser.add_argument("--port", type=int, default=7860, help="port to bind (default 7860)")
@@ -87,74 +93,43 @@ def get_parser() -> argparse.ArgumentParser:
                         help=f"largest image (or clip frame) in pixels, W x H (default {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES,
                         help=f"most frames of a clip (default {DEFAULT_MAX_FRAMES})")
-    parser.add_argument("--overlay-on", default="auto", metavar="BASE",
+    parser.add_argument("--overlay-on", default="auto", choices=OVERLAY_BASES,
                         help="the page's default image under the masks: auto (RGB, brightened when dark; "
                         "thermal without RGB), rgb, rgb-bright or thermal")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads: onnxruntime's with --onnx, else torch's (default: all cores)")
     parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE,
                         help=f"largest upload, e.g. 50mb (default {DEFAULT_MAX_FILE_SIZE})")
-    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER,
-                        help="modify config options using the command-line 'KEY VALUE' pairs")
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = get_parser()
     args = parser.parse_args(argv)
-    demo_modules()[2].check_model_source(parser, args)
-    if args.max_pixels < 1 or args.max_frames < 1 or (args.threads is not None and args.threads < 1):
-        parser.error("--max-pixels, --max-frames and --threads must be positive.")
+    check_model_options(parser, args)
+    if args.max_pixels < 1 or args.max_frames < 1:
+        parser.error("--max-pixels and --max-frames must be positive.")
     if not 0 <= args.port < 65536:
         parser.error(f"--port must be 0..65535, got {args.port}.")
     return args
 
 
 # ---------------------------------------------------------------------------------------- shared pieces
-def demo_modules():
-    """(predictor, video, cli): ``demo/predictor.py``, ``demo/video.py`` and ``demo/demo.py``.
-
-    demo.py is loaded from its file under its own name: as plain ``demo`` it could resolve to the
-    ``demo/`` folder (a namespace package) when the repository root is on the import path.
-    """
-    cli = sys.modules.get("sartm_demo_cli")
-    if cli is None:
-        spec = importlib.util.spec_from_file_location("sartm_demo_cli", os.path.join(HERE, "demo.py"))
-        cli = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(cli)
-        sys.modules["sartm_demo_cli"] = cli
-    import predictor
-    import video
-
-    return predictor, video, cli
+def setting_label(name: str) -> str:
+    """The menu label of an input setting: "thermal-bright-2 (thermal degraded: bright, level 2)"."""
+    _, degradation = parse_setting(name)
+    if degradation is None:
+        return SETTING_LABELS[name]
+    camera, kind, level = degradation
+    return f"{name} ({camera} degraded: {kind}, level {level})"
 
 
-def cli_namespace(cli, args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with every other option of demo/demo.py at its default, for its ``setup_cfg``,
-    ``build_predictor`` and ``thermal_norm`` (whatever options they read)."""
-    defaults = vars(cli.get_parser().parse_args(["--output", os.devnull]))
-    return argparse.Namespace(**{**defaults, **vars(args)})
-
-
-def setting_choices() -> list[tuple[str, str]]:
-    """(label, setting) pairs of the input-setting menu: the modality sets, then every degradation."""
-    from sartm_d2.data.degradations import parse_setting, setting_names
-
-    choices = []
-    for name in setting_names():
-        _, degradation = parse_setting(name)
-        if degradation is None:
-            choices.append((SETTING_LABELS[name], name))
-        else:
-            camera, kind, level = degradation
-            choices.append((f"{name} ({camera} degraded: {kind}, level {level})", name))
-    return choices
+def setting_choices(settings: Sequence[str]) -> list[tuple[str, str]]:
+    """(label, setting) pairs of the input-setting menu, for the predictor's ``settings`` (the modality
+    sets, then every degradation, for a PyTorch model; what an exported graph runs, for --onnx)."""
+    return [(setting_label(name), name) for name in settings]
 
 
 def _write_png(path: str, image: np.ndarray) -> str:
     """Encode ``image`` (OpenCV channel order) as PNG and write it atomically; return ``path``."""
-    import cv2
-
     ok, data = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"Could not encode {path!r} as PNG.")
@@ -195,14 +170,19 @@ class Result:
 
 
 class WebDemo:
-    """The page's work, without the page: read an upload, apply the input setting, run the one model,
-    draw the panel and write the downloads. Errors about the input are :class:`InputError`."""
+    """The page's work, without the page: read an upload, run the one predictor under the input
+    setting, draw the panel and write the downloads. Errors about the input are :class:`InputError`.
 
-    def __init__(self, predictor, thermal_16bit_norm: str, workdir: str, *,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: int = DEFAULT_MAX_FRAMES):
+    ``predictor``: ``sartm_d2.engine.RGBTPredictor`` or ``sartm_d2.export.OnnxRGBTPredictor`` (its
+    ``metadata``, ``thermal_16bit_norm`` and ``settings`` are the page's).
+    """
+
+    def __init__(self, predictor, workdir: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_frames: int = DEFAULT_MAX_FRAMES):
         self.predictor = predictor
         self.metadata = predictor.metadata
-        self.thermal_16bit_norm = thermal_16bit_norm
+        self.thermal_16bit_norm = predictor.thermal_16bit_norm
+        self.settings = tuple(predictor.settings)
         self.workdir = workdir
         self.results_dir = os.path.join(workdir, "results")
         os.makedirs(self.results_dir, exist_ok=True)
@@ -210,21 +190,15 @@ class WebDemo:
         self.max_frames = max_frames
         self.classes = list(self.metadata.stuff_classes)
         self.colors = [tuple(int(v) for v in c) for c in self.metadata.stuff_colors]
-        pieces, video, _ = demo_modules()
-        self._pieces, self._video = pieces, video
-        # What this draw_panel takes beyond the images (the trust bar, the image under the masks).
-        self._draw_options = set(inspect.signature(pieces.draw_panel).parameters) & {"trust", "overlay_on"}
-        has_choice = "overlay_on" in self._draw_options
-        self.overlay_bases = tuple(getattr(pieces, "OVERLAY_BASES", ())) if has_choice else ()
 
     # ---------------------------------------------------------------- one image
     def segment_files(self, first: str | None, second: str | None, setting: str = "rgbt",
                       overlay_on: str = "auto") -> Result:
         """Segment an upload: ``first`` an RGB image or a 4-channel RGBT PNG, ``second`` a thermal image.
 
-        ``setting``: "rgbt", "rgb", "thermal" or a degradation ("thermal-bright-2"; see
-        ``sartm_d2.data.degradations``). With one camera, the other upload may be left out.
-        ``overlay_on``: the image under the masks (``draw_panel``'s, where it has the choice).
+        ``setting``: one of the predictor's ``settings``: "rgbt", "rgb", "thermal" or a degradation
+        ("thermal-bright-2"; see ``sartm_d2.data.degradations``). With one camera, the other upload
+        may be left out. ``overlay_on``: the image under the masks (``draw_panel``'s).
         """
         start = time.perf_counter()
         modalities, _ = self._parse(setting)
@@ -234,7 +208,7 @@ class WebDemo:
             for path in (item.rgb_path, item.thermal_path):
                 if path:
                     self._check_pixels(path)
-            rgb, thermal = self._pieces.load_pair(item, self.thermal_16bit_norm)
+            rgb, thermal = load_pair(item, self.thermal_16bit_norm)
         except (OSError, ValueError) as e:
             raise InputError(_with_names(str(e), names)) from None
         result = self._segment(rgb, thermal, setting, item.name, start, overlay_on)
@@ -243,8 +217,6 @@ class WebDemo:
         return result
 
     def _parse(self, setting: str):
-        from sartm_d2.data.degradations import parse_setting
-
         try:
             return parse_setting(setting)
         except ValueError as e:
@@ -253,7 +225,6 @@ class WebDemo:
     def _item(self, first: str | None, second: str | None, modalities: str):
         """The ``RGBTInput`` for the uploads under ``modalities`` (both are read when both are given,
         so that a pair of different sizes is refused even when one camera is then dropped)."""
-        RGBTInput = self._pieces.RGBTInput
         if not first and not second:
             raise InputError("Upload an RGB image and a thermal image, or one 4-channel RGBT PNG.")
         if first and second:
@@ -283,8 +254,6 @@ class WebDemo:
         return RGBTInput(name, first, first)
 
     def _channels(self, path: str) -> int:
-        from sartm_d2.data.io import read_image
-
         self._check_pixels(path)
         try:
             img = read_image(path)
@@ -295,8 +264,6 @@ class WebDemo:
     def _check_pixels(self, path: str) -> None:
         """Refuse an image over ``max_pixels`` from its header, before decoding it (a small file can
         decode to gigabytes). Files PIL cannot identify are left to the reader's own error."""
-        from PIL import Image
-
         try:
             with Image.open(path) as img:
                 width, height = img.size
@@ -311,37 +278,24 @@ class WebDemo:
                 "(--max-pixels). Resize it, or restart the page with a larger --max-pixels."
             )
 
-    def _apply_setting(self, rgb, thermal, setting: str, key: str):
-        """(rgb, thermal) as ``setting`` has them: a camera dropped, or one degraded as in evaluation."""
-        from sartm_d2.data.degradations import degrade
-
-        modalities, degradation = self._parse(setting)
-        if modalities == "rgb":
-            thermal = None
-        elif modalities == "thermal":
-            rgb = None
-        if modalities != "thermal" and rgb is None:
-            raise InputError("This setting needs the RGB image: upload it, or choose 'thermal only'.")
-        if modalities != "rgb" and thermal is None:
-            raise InputError("This setting needs the thermal image: upload it, or choose 'RGB only'.")
-        if degradation is not None:
-            camera, kind, level = degradation
-            if camera == "rgb":
-                degraded = degrade(rgb.astype(np.float32), kind, level, seed_key=key)
-                rgb = np.clip(np.rint(degraded), 0, 255).astype(np.uint8)  # the predictor takes uint8 RGB
-            else:
-                thermal = degrade(thermal, kind, level, seed_key=key)
+    def _shown(self, rgb, thermal, setting: str, name: str):
+        """The pair as the model saw it, for the panel: the camera the setting lacks dropped, a degraded
+        one as the predictor's test mapper degraded it (``predictor.prepare``), at the input's size."""
+        modalities, degradation = parse_setting(setting)
+        has_rgb, has_thermal = PRESENCE[modalities]
+        rgb, thermal = (rgb if has_rgb else None), (thermal if has_thermal else None)
+        if degradation is None:
+            return rgb, thermal
+        inputs = self.predictor.prepare(rgb, thermal, setting, image_id=name)
+        image = inputs["image"].numpy().transpose(1, 2, 0)
+        height, width = rgb.shape[:2]
+        if image.shape[:2] != (height, width):  # the mapper resized it (INPUT.MIN_SIZE_TEST)
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        if degradation[0] == "rgb":
+            rgb = np.clip(np.rint(image[:, :, :3]), 0, 255).astype(np.uint8)
+        else:
+            thermal = np.ascontiguousarray(image[:, :, 3])
         return rgb, thermal
-
-    def _predict(self, rgb, thermal):
-        """(logits, trust or None): ``predict`` where the predictor has it, else ``__call__``."""
-        predict = getattr(self.predictor, "predict", None)
-        if predict is None:
-            return self.predictor(rgb, thermal), None
-        logits, trust = predict(rgb, thermal)
-        if trust is not None:
-            trust = np.asarray(trust.cpu() if hasattr(trust, "cpu") else trust, np.float32).reshape(-1)
-        return logits, trust
 
     def _segment(self, rgb, thermal, setting: str, name: str, start: float,
                  overlay_on: str = "auto") -> Result:
@@ -351,18 +305,17 @@ class WebDemo:
                     f"{name!r} is {image.shape[1]}x{image.shape[0]} (WxH), over the page's limit of "
                     f"{self.max_pixels} pixels (--max-pixels)."
                 )
-        rgb, thermal = self._apply_setting(rgb, thermal, setting, name)
         t0 = time.perf_counter()
         try:
-            logits, trust = self._predict(rgb, thermal)
-        except ValueError as e:  # e.g. an exported graph of another size, or one camera with --onnx
+            # ``image_id`` seeds a degradation: the same upload gets the same degraded image every time.
+            out = self.predictor(rgb, thermal, setting, image_id=name)
+            model_ms = 1000 * (time.perf_counter() - t0)
+            rgb, thermal = self._shown(rgb, thermal, setting, name)
+        except ValueError as e:  # a camera the setting needs, an exported graph of another size or cameras
             raise InputError(str(e)) from None
-        model_ms = 1000 * (time.perf_counter() - t0)
-        pred = logits.argmax(0)
-        pred = pred.cpu().numpy() if hasattr(pred, "cpu") else np.asarray(pred)
-        kwargs = {"trust": trust, "overlay_on": overlay_on}
-        kwargs = {k: v for k, v in kwargs.items() if k in self._draw_options and v is not None}
-        panel = self._pieces.draw_panel(rgb, thermal, pred, self.metadata, **kwargs)
+        pred = out["sem_seg"].argmax(0).numpy()
+        trust = None if out["trust"] is None else out["trust"].numpy()
+        panel = draw_panel(rgb, thermal, pred, self.metadata, trust=trust, overlay_on=overlay_on)
         counts = np.bincount(pred.ravel(), minlength=len(self.classes))
         shares = [(self.classes[k], self.colors[k], counts[k] / pred.size)
                   for k in np.argsort(-counts, kind="stable") if counts[k] > 0]
@@ -407,7 +360,7 @@ class WebDemo:
         panels: list[str] = []
         model_ms, trusts, last = 0.0, [], None
         try:
-            with self._video.open_frames(rgb_video, thermal_video, self.thermal_16bit_norm) as frames:
+            with open_frames(rgb_video, thermal_video, self.thermal_16bit_norm) as frames:
                 total = frames.count
                 if total is not None and total > self.max_frames:
                     raise InputError(
@@ -459,8 +412,6 @@ def write_examples(folder: str, sizes: Sequence[tuple[int, int]], seed: int = 20
     Returns (label, [first upload, second upload]) pairs: RGB + thermal PNGs, and the night scene of
     the last size as one 4-channel RGBT PNG (second upload empty).
     """
-    from sartm_d2.data.synthetic import render_scene
-
     os.makedirs(folder, exist_ok=True)
     examples = []
     for s, (height, width) in enumerate(sizes):
@@ -481,10 +432,6 @@ def write_examples(folder: str, sizes: Sequence[tuple[int, int]], seed: int = 20
 def write_example_clip(folder: str, height: int, width: int, day: bool = False, frames: int = CLIP_FRAMES,
                        seed: int = 2024) -> tuple[str, str]:
     """A short panning clip over one synthetic scene: (RGB .avi, thermal .avi), MJPG at 10 fps."""
-    import cv2
-
-    from sartm_d2.data.synthetic import render_scene
-
     step = max(1, width // 40)
     rgb, thermal, _ = render_scene(np.random.default_rng([seed, 99]), height, width + step * frames, day)
     paths = (os.path.join(folder, "clip_rgb.avi"), os.path.join(folder, "clip_thermal.avi"))
@@ -543,8 +490,7 @@ def classes_html(shares) -> str:
 
 
 def status_text(result: Result, request: int) -> str:
-    labels = {name: label for label, name in setting_choices()}
-    setting = html.escape(labels.get(result.setting, result.setting))
+    setting = html.escape(setting_label(result.setting))
     size = f"{result.width}x{result.height} (WxH)"
     return (f'<div class="sartm-status sartm-done"><b>Done</b> (request {request}): '
             f"{html.escape(result.name)}, {size}, input: {setting}.</div>")
@@ -606,18 +552,17 @@ def build_page(app: WebDemo, description: str, examples: Sequence[tuple[str, lis
             logger.exception("Segmenting the clip %s / %s failed", rgb_video, thermal_video)
             return outputs_of(None, f"internal error ({type(e).__name__}: {e}); see the server log.")
 
-    choices = setting_choices()
+    choices = setting_choices(app.settings)
     blocks = gr.Blocks(title="SARTM RGB-T segmentation", analytics_enabled=False, delete_cache=(600, 3600))
     with blocks as page:
         gr.Markdown(f"## SARTM: RGB-thermal semantic segmentation\n{description}")
         with gr.Row():
             with gr.Column(scale=2):
-                setting = gr.Dropdown(choices, value="rgbt", label="Input setting", elem_id="setting",
-                                      info="Both cameras, one camera alone, or one degraded: see how the "
-                                      "model copes.")
-                overlay = gr.Radio(list(app.overlay_bases) or [overlay_on], value=overlay_on,
-                                   label="Masks drawn over", elem_id="overlay",
-                                   visible=bool(app.overlay_bases),
+                setting = gr.Dropdown(choices, value=app.settings[0], label="Input setting",
+                                      elem_id="setting", info="Both cameras, one camera alone, or one "
+                                      "degraded: see how the model copes.")
+                overlay = gr.Radio(list(OVERLAY_BASES), value=overlay_on, label="Masks drawn over",
+                                   elem_id="overlay",
                                    info="auto: RGB, brightened when dark (thermal without RGB)")
                 with gr.Tab("Images", elem_id="tab-images"):
                     first = gr.File(label="RGB image, or one 4-channel RGBT PNG", elem_id="first")
@@ -687,21 +632,13 @@ def main(argv=None) -> None:
 
     signal.signal(signal.SIGTERM, stop)  # as Ctrl-C: Gradio closes the server, then the folder goes
     try:
-        pieces, _, cli = demo_modules()  # sartm_d2 first (its compatibility fixes), then detectron2
-        bases = getattr(pieces, "OVERLAY_BASES", ("auto",))
-        if args.overlay_on not in bases:
-            sys.exit(f"--overlay-on must be one of {', '.join(bases)}; got {args.overlay_on!r}.")
-        args = cli_namespace(cli, args)
-        from detectron2.utils.logger import setup_logger
-
         setup_logger(name="fvcore")
         setup_logger(name="sartm_d2")
-        cfg = None if args.onnx else cli.setup_cfg(args)
-        predictor = cli.build_predictor(args, cfg)
-        app = WebDemo(predictor, cli.thermal_norm(args, cfg), workdir,
-                      max_pixels=args.max_pixels, max_frames=args.max_frames)
-        segmenter = getattr(predictor, "segmenter", None)
-        sizes = [(segmenter.height, segmenter.width)] if segmenter is not None else EXAMPLE_SIZES
+        cfg = None if args.onnx else setup_cfg(args)
+        predictor = build_predictor(args, cfg)
+        app = WebDemo(predictor, workdir, max_pixels=args.max_pixels, max_frames=args.max_frames)
+        # An exported graph has one input size: the examples are drawn at it.
+        sizes = [(predictor.segmenter.height, predictor.segmenter.width)] if args.onnx else EXAMPLE_SIZES
         examples = write_examples(os.path.join(workdir, "examples"), sizes)
         clip = write_example_clip(os.path.join(workdir, "examples"), *sizes[0])
         page = build_page(app, describe(args, app), examples, clip, args.overlay_on)

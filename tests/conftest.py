@@ -3,6 +3,7 @@ fixes are applied here, before any test module is imported."""
 
 import importlib.util
 import os
+import sys
 
 import cv2
 import numpy as np
@@ -70,9 +71,11 @@ def local_contrast(values, label, cls, background: int = 0, ring: int = 9):
 
 
 def load_script(path: str, name: str):
-    """Import a script of the repository (``tools/export_model.py``) as a module."""
+    """Import a script of the repository (``tools/export_model.py``) as the module ``name`` (registered in
+    ``sys.modules``, as an import would: a dataclass of the script resolves its annotations there)."""
     spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, path))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -117,13 +120,23 @@ def export_fixture_setup(tmp_path_factory, config: str, *opts, seed: int, num_tr
 def demo_panel_ok(path, height: int, width: int) -> bool:
     """Whether ``path`` is a demo panel of a ``height`` x ``width`` input: three images side by side at
     the demo's drawing size (small inputs are upscaled), plus caption and legend rows."""
-    import sys
-
-    demo_dir = os.path.join(ROOT, "demo")
-    if demo_dir not in sys.path:
-        sys.path.insert(0, demo_dir)
-    from predictor import drawing_size
-
-    h, w = drawing_size(height, width)
+    h, w = load_script("demo/drawing.py", "sartm_demo_drawing").drawing_size(height, width)
     shape = cv2.imread(str(path)).shape
     return shape[1] == 3 * w and shape[0] > h and shape[2] == 3
+
+
+def capture_eval_logits(monkeypatch) -> dict:
+    """A dict that fills with ``{image_id: sem_seg logits}`` of every image the evaluator is given
+    (``--eval-only``, ``tools/eval_onnx.py``): the model's outputs on what the test loader fed it."""
+    from sartm_d2.evaluation import RGBTSemSegEvaluator
+
+    seen = {}
+    process = RGBTSemSegEvaluator.process
+
+    def recording(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            seen[inp["image_id"]] = out["sem_seg"].detach().clone()
+        return process(self, inputs, outputs)
+
+    monkeypatch.setattr(RGBTSemSegEvaluator, "process", recording)
+    return seen

@@ -1,4 +1,4 @@
-"""ONNX export (tools/export_model.py), its parity check, the onnxruntime demo and eval_onnx.py.
+"""ONNX export (tools/export_model.py), its parity check, the onnxruntime predictor and demo, eval_onnx.py.
 
 One tiny model on a generated 64x96 synthetic set is exported once per module (a few seconds each on
 2 CPU cores); the parity check must pass for it and fail for an export with a skipped normalisation.
@@ -15,7 +15,8 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import demo_cli, export_fixture_setup, load_script
+import torch
+from conftest import capture_eval_logits, demo_cli, export_fixture_setup, load_script
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
@@ -25,11 +26,13 @@ from detectron2.engine import default_argument_parser
 
 from sartm_d2 import get_sartm_cfg
 from sartm_d2.data.datasets import SYNTHETIC_CLASSES
+from sartm_d2.data.io import read_rgbt
 from sartm_d2.engine import main as engine_main
 from sartm_d2.export import (
     FP16_MIN_AGREEMENT,
     FP32_MIN_AGREEMENT,
     InputSizeError,
+    OnnxRGBTPredictor,
     build_export_module,
     check_parity,
     create_session,
@@ -175,7 +178,7 @@ def test_demo_on_onnx(setup, exported, tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("--onnx must not build a PyTorch model")
 
-    monkeypatch.setattr(sys.modules["predictor"], "build_inference_model", no_model)
+    monkeypatch.setattr(sys.modules["sartm_d2.engine.predictor"], "build_inference_model", no_model)
     onnx_out = cli.main(["--onnx", exported, "--input", *images, "--output", str(tmp_path / "onnx")])
     assert [os.path.basename(p) for p in onnx_out] == [os.path.basename(p) for p in torch_out]
     for a, b in zip(torch_out, onnx_out):  # same argmax, same panels
@@ -195,6 +198,39 @@ def test_demo_on_onnx(setup, exported, tmp_path, monkeypatch):
         cli.main(["--onnx", exported, "--input", str(small), "--output", str(tmp_path / "err")])
     with pytest.raises(SystemExit):
         cli.parse_args(["--onnx", exported, "--config-file", CONFIG, "--input", images[0], "--output", "x"])
+
+
+def test_onnx_predictor_gives_eval_onnx_logits(setup, exported, monkeypatch):
+    """OnnxRGBTPredictor on an image read as the loader reads it gives tools/eval_onnx.py's logits for it
+    (the same mapper path and graph), for "rgbt" and a degraded setting seeded by the image id; a
+    setting or size the graph cannot run is one clear error."""
+    tool = _load("tools/eval_onnx.py", "eval_onnx_tool")
+    predictor = OnnxRGBTPredictor(exported)
+    assert predictor.metadata.stuff_classes == SYNTHETIC_CLASSES and predictor.modality == "rgbt"
+    records = DatasetCatalog.get("synthetic_rgbt_test")
+    seen = capture_eval_logits(monkeypatch)
+    for setting in ("rgbt", "thermal-noise-2"):
+        seen.clear()
+        out_dir = str(setup["work"] / f"pred_{setting}")
+        tool.main(["--config-file", CONFIG, "--onnx", exported, "--output", out_dir, *setup["opts"],
+                   "TEST.MODALITIES", f"('{setting}',)"])
+        assert sorted(seen) == sorted(r["image_id"] for r in records)
+        for record in records:
+            rgb, thermal = read_rgbt(record, predictor.thermal_16bit_norm)
+            out = predictor(rgb, thermal, setting, image_id=record["image_id"])
+            assert out["sem_seg"].dtype == torch.float32 and out["sem_seg"].shape == (5, H, W)
+            assert torch.equal(out["sem_seg"], seen[record["image_id"]]), (setting, record["image_id"])
+            assert out["trust"] is None  # this model's fusion ("paper") estimates no trust
+    assert not torch.equal(out["sem_seg"], predictor(rgb, thermal)["sem_seg"])  # the noise reached the graph
+    assert {"rgbt", "rgb-fog-3"} <= set(predictor.settings) and "rgb" not in predictor.settings
+    with pytest.raises(ValueError, match=r"takes both cameras, so it cannot run the input setting 'rgb'"):
+        predictor(rgb, thermal, "rgb")
+    with pytest.raises(ValueError, match="The input setting 'rgbt' needs the RGB image, but it is None"):
+        predictor(None, thermal)
+    with pytest.raises(ValueError, match="Unknown input setting 'rgb-stripe-1'"):  # stripe is thermal-only
+        predictor(rgb, thermal, "rgb-stripe-1")
+    with pytest.raises(InputSizeError, match=r"64x90 \(HxW\), but .*model\.onnx.*for 64x96"):
+        predictor(rgb[:, :90].copy(), thermal[:, :90].copy())
 
 
 class _Tables(logging.Handler):

@@ -28,7 +28,13 @@ from sartm_d2 import get_sartm_cfg
 from sartm_d2.data import RGBTDatasetMapper, read_label, read_rgbt
 from sartm_d2.engine import build_inference_model
 from sartm_d2.engine import main as engine_main
-from sartm_d2.export import INT8_MAX_MIOU_DIFF, INT8_MIN_AGREEMENT, OnnxSegmenter, read_sidecar
+from sartm_d2.export import (
+    INT8_MAX_MIOU_DIFF,
+    INT8_MIN_AGREEMENT,
+    OnnxRGBTPredictor,
+    OnnxSegmenter,
+    read_sidecar,
+)
 from sartm_d2.export.quantize import layer_name, quantizable_layers
 
 onnx = pytest.importorskip("onnx")
@@ -323,7 +329,13 @@ def test_demo_takes_int8_and_one_camera_graphs(setup, int8, one_camera, tmp_path
     segmenter = OnnxSegmenter(one_camera["rgb"])
     rgb, thermal = read_rgbt(records[0], segmenter.thermal_16bit_norm)
     expected = segmenter(rgb, None)
-    np.testing.assert_array_equal(cli.OnnxRGBTPredictor(one_camera["rgb"])(rgb, thermal), expected)
+    rgb_graph = OnnxRGBTPredictor(one_camera["rgb"])
+    out = rgb_graph(rgb, thermal)  # by default the graph's setting: its camera, read from the pair
+    np.testing.assert_array_equal(out["sem_seg"].numpy(), expected)
+    np.testing.assert_array_equal(rgb_graph(rgb, None, "rgb")["sem_seg"].numpy(), expected)
+    assert rgb_graph.settings == ("rgb",) and out["trust"].shape == (2,) and out["trust"][1] == 0.0
+    with pytest.raises(ValueError, match="one-camera graph for rgb images, so it cannot run the input"):
+        rgb_graph(rgb, thermal, "rgbt")
     with pytest.raises(ValueError, match="one-camera graph for rgb images, but no rgb image"):
         segmenter(None, thermal)
     # A stream (frame folder of RGBT PNGs) through the RGB graph.

@@ -45,7 +45,7 @@ def demo(monkeypatch):
 
 
 class StubPredictor:
-    """Stands in for RGBTPredictor in ``demo.main``: records its inputs, returns zero logits."""
+    """Stands in for the package's predictor in ``demo.main``: records its inputs, returns zero logits."""
 
     calls: list = []
 
@@ -53,18 +53,15 @@ class StubPredictor:
         self.metadata = METADATA
         StubPredictor.calls = []
 
-    def __call__(self, rgb, thermal):
-        return self.predict(rgb, thermal)[0]
-
-    def predict(self, rgb, thermal):
+    def __call__(self, rgb, thermal, modalities="rgbt", *, image_id=None):
         StubPredictor.calls.append((rgb, thermal))
-        return torch.zeros(len(CLASSES), *rgb.shape[:2]), None
+        return {"sem_seg": torch.zeros(len(CLASSES), *rgb.shape[:2]), "trust": None}
 
 
 def _panel_shape(h=H, w=W):
     """The shape of a drawn panel for an h x w input (upscaled, with its caption row and legend strip)."""
-    predictor = importlib.import_module("predictor")
-    image = predictor.draw_panel(np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.float32),
+    drawing = importlib.import_module("drawing")
+    image = drawing.draw_panel(np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.float32),
                                  np.zeros((h, w), np.int64), METADATA)
     return image.shape
 
@@ -73,7 +70,7 @@ def _panel_shape(h=H, w=W):
 def stub(demo, monkeypatch, tmp_path):
     """``run(*args)``: ``demo.main`` with a config and the stub predictor."""
     _, cli = demo
-    monkeypatch.setattr(cli, "RGBTPredictor", StubPredictor)
+    monkeypatch.setattr(cli, "build_predictor", lambda args, cfg: StubPredictor(cfg))
     config = _tiny_config(tmp_path, "synthetic_rgbt_test", min_size_test=0)
 
     def run(*args):
@@ -239,7 +236,7 @@ def test_rgbt_frame_folder_and_bgra_video(stub, tmp_path):
 
 
 def test_predict_called_once_per_frame(demo, tmp_path, capsys):
-    """run_video takes any predict(rgb, thermal) -> logits: here one returning a numpy array."""
+    """run_video takes any predictor(rgb, thermal) -> {"sem_seg", "trust"}: here one with numpy logits."""
     video, cli = demo
     rng = np.random.default_rng(3)
     n = cli.PROGRESS_MIN_FRAMES + 1
@@ -249,7 +246,7 @@ def test_predict_called_once_per_frame(demo, tmp_path, capsys):
 
     def predict(rgb, thermal):
         calls.append((rgb.dtype, rgb.shape, thermal.dtype, thermal.shape))
-        return np.zeros((len(CLASSES), *rgb.shape[:2]), np.float32)
+        return {"sem_seg": np.zeros((len(CLASSES), *rgb.shape[:2]), np.float32), "trust": None}
 
     with video.PanelWriter(str(tmp_path / "panels"), 10.0) as writer:
         stats = cli.run_video(iter(frames), predict, METADATA, writer, total=n)
@@ -260,10 +257,10 @@ def test_predict_called_once_per_frame(demo, tmp_path, capsys):
 
 
 def test_frames_drawn_with_trust_and_overlay_base(demo, tmp_path):
-    """predict -> (logits, trust), as RGBTPredictor.predict: each frame shows its trust bar and the
-    chosen overlay base, exactly as a still image would."""
+    """A predictor's trust: each frame shows its trust bar and the chosen overlay base, exactly as a still
+    image would."""
     video, cli = demo
-    predictor = importlib.import_module("predictor")
+    drawing = importlib.import_module("drawing")
     rng = np.random.default_rng(4)
     frames = [video.RGBTFrame(i, f"{i:06d}", rgb, t.astype(np.float32))
               for i, (rgb, t) in enumerate(zip(_frames(rng, 2, 8, 12), _frames(rng, 2, 8, 12, channels=1)))]
@@ -272,13 +269,13 @@ def test_frames_drawn_with_trust_and_overlay_base(demo, tmp_path):
     logits[1, 2:6, 3:9] = 1.0
 
     def predict(rgb, thermal):
-        return logits, trusts[len(written)]
+        return {"sem_seg": logits, "trust": trusts[len(written)]}
 
     with video.PanelWriter(str(tmp_path / "panels"), 10.0) as writer:
         written = writer.written
         cli.run_video(iter(frames), predict, METADATA, writer, overlay_on="thermal")
     for frame, trust, path in zip(frames, trusts, written):
-        layout = predictor.render_panel(frame.rgb, frame.thermal, logits.argmax(0), METADATA, trust=trust,
+        layout = drawing.render_panel(frame.rgb, frame.thermal, logits.argmax(0), METADATA, trust=trust,
                                         overlay_on="thermal")
         np.testing.assert_array_equal(cv2.imread(path)[:, :, ::-1], layout.image)
         assert [b.value for b in layout.trust] == [pytest.approx(float(v)) for v in trust]

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_MODEL
+from conftest import ROOT, TINY_MODEL, demo_cli
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
@@ -33,7 +33,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from sartm_d2 import get_sartm_cfg
+from sartm_d2.data.degradations import setting_names
+from sartm_d2.data.io import read_rgbt
 from sartm_d2.data.synthetic import render_scene
+from sartm_d2.engine import RGBTPredictor
 
 DEMO_DIR = os.path.join(ROOT, "demo")
 WEB = os.path.join(DEMO_DIR, "web.py")
@@ -123,28 +126,25 @@ def web(model_files, server_process, tmp_path_factory):
     (It asks for ``server_process`` so that the page boots on the other core meanwhile.)
     """
     with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(DEMO_DIR)  # as `python demo/web.py` sees its neighbours (predictor, video)
+        mp.syspath_prepend(DEMO_DIR)  # as `python demo/web.py` sees its neighbours (inputs, drawing, ...)
         spec = importlib.util.spec_from_file_location("sartm_web", WEB)
         module = importlib.util.module_from_spec(spec)
         mp.setitem(sys.modules, "sartm_web", module)  # its dataclass resolves annotations through it
         spec.loader.exec_module(module)
-        predictor_mod, _, _ = module.demo_modules()
         config, weights = model_files
-        predictor = predictor_mod.RGBTPredictor(get_sartm_cfg(config, ["MODEL.WEIGHTS", weights]))
+        predictor = RGBTPredictor(get_sartm_cfg(config, ["MODEL.WEIGHTS", weights]))
         workdir = str(tmp_path_factory.mktemp("web_workdir"))
-        yield module, module.WebDemo(predictor, predictor.thermal_16bit_norm, workdir, max_pixels=200_000,
-                                     max_frames=5)
+        yield module, module.WebDemo(predictor, workdir, max_pixels=200_000, max_frames=5)
 
 
 # ---------------------------------------------------------------- without a browser
-def test_help_needs_no_gradio_and_is_quiet():
-    """--help works where Gradio cannot be imported, and prints nothing on stderr."""
-    code = (
-        "import runpy, sys; sys.modules['gradio'] = None; sys.argv = ['demo/web.py', '--help']; "
-        "runpy.run_path(sys.argv[0], run_name='__main__')"
-    )
+def test_help_needs_no_gradio_and_is_quiet(tmp_path):
+    """``python demo/web.py --help`` works where Gradio cannot be imported, and prints nothing on stderr."""
+    (tmp_path / "gradio").mkdir()
+    (tmp_path / "gradio" / "__init__.py").write_text("raise ImportError('no Gradio in this test')\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.run([sys.executable, WEB, "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -182,7 +182,18 @@ def test_segment_files_and_settings(web, pairs):
                                   app.segment_files(*pairs["day"], "rgb").pred)
     degraded = app.segment_files(*pairs["day"], "thermal-bright-2")
     assert not np.array_equal(degraded.panel, result.panel)
-    assert {label for _, label in module.setting_choices()} >= {"rgbt", "rgb", "thermal", "thermal-bright-2"}
+    # A degraded setting is the predictor's (its test mapper degrades, seeded by the upload's name), and
+    # the panel shows the thermal image the model saw.
+    rgb, thermal = read_rgbt({"file_name": pairs["day"][0], "thermal_file_name": pairs["day"][1]})
+    noisy = app.segment_files(*pairs["day"], "thermal-noise-3")
+    want = app.predictor(rgb, thermal, "thermal-noise-3", image_id="day_rgb")["sem_seg"].argmax(0).numpy()
+    np.testing.assert_array_equal(noisy.pred, want)
+    seen = app.predictor.prepare(rgb, thermal, "thermal-noise-3", image_id="day_rgb")["image"][3].numpy()
+    plain = module.draw_panel(rgb, thermal, noisy.pred, app.metadata, trust=noisy.trust)
+    np.testing.assert_array_equal(module.draw_panel(rgb, seen, noisy.pred, app.metadata, trust=noisy.trust),
+                                  noisy.panel)
+    assert not np.array_equal(plain, noisy.panel)
+    assert [name for _, name in module.setting_choices(app.settings)] == setting_names()
 
 
 def test_bad_inputs_get_clear_errors(web, pairs, tmp_path):
@@ -509,10 +520,9 @@ def test_two_users_at_once(browser, server, pairs):
             p.close()
 
 
-def test_label_png_equals_the_command_line_demo(page, pairs, model_files, web, tmp_path):
+def test_label_png_equals_the_command_line_demo(page, pairs, model_files, tmp_path, monkeypatch):
     """Same pair, same model: the page's label PNG and panel are demo/demo.py's."""
-    module, _ = web
-    _, _, cli = module.demo_modules()
+    cli = demo_cli(monkeypatch)
     config, weights = model_files
     _run(page, *pairs["night"])
     argv = ["--config-file", config, "--input", pairs["night"][0], "--thermal", pairs["night"][1],
@@ -522,7 +532,7 @@ def test_label_png_equals_the_command_line_demo(page, pairs, model_files, web, t
     predictor = cli.build_predictor(args, cfg)
     item = cli.find_inputs(args.input, args.thermal)[0]
     rgb, thermal = cli.load_pair(item, cli.thermal_norm(args, cfg))
-    np.testing.assert_array_equal(_label(page), predictor(rgb, thermal).argmax(0).numpy())
+    np.testing.assert_array_equal(_label(page), predictor(rgb, thermal)["sem_seg"].argmax(0).numpy())
     [written] = cli.main(argv)
     np.testing.assert_array_equal(_panel(page), cv2.imread(written, cv2.IMREAD_COLOR)[:, :, ::-1])
 

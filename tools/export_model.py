@@ -106,7 +106,7 @@ def parity_records(cfg, inputs: list[str] | None) -> tuple[list[dict], str]:
     """Records for the parity check and where they came from."""
     if inputs:
         sys.path.insert(0, DEMO_DIR)
-        from predictor import find_inputs
+        from inputs import find_inputs
 
         return [item.record() for item in find_inputs(inputs)], "--parity-input"
     if not cfg.DATASETS.TEST:

@@ -1,15 +1,17 @@
-"""Training and inference: the trainer, resumable data, CPU launch, AMP, safe checkpoints."""
+"""Training and inference: the trainer, resumable data, CPU launch, AMP, safe checkpoints, the predictor."""
 
 from .checkpoint import RGBTCheckpointer, atomic_torch_save
 from .data import ResumableBatchSampler, SeededMapDataset, build_resumable_train_loader
 from .defaults import Trainer, argument_parser, build_inference_model, main, setup
 from .launch import launch
+from .predictor import RGBTPredictor, predictor_metadata
 from .solver import build_lr_scheduler, build_optimizer
 from .train_loop import MixedPrecisionTrainer, replace_data_loader
 
 __all__ = [
     "MixedPrecisionTrainer",
     "RGBTCheckpointer",
+    "RGBTPredictor",
     "ResumableBatchSampler",
     "SeededMapDataset",
     "Trainer",
@@ -21,6 +23,7 @@ __all__ = [
     "build_resumable_train_loader",
     "launch",
     "main",
+    "predictor_metadata",
     "replace_data_loader",
     "setup",
 ]

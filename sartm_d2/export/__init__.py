@@ -29,6 +29,7 @@ from .parity import (
     max_miou_diff_for,
     min_agreement_for,
 )
+from .predictor import OnnxRGBTPredictor
 from .quantize import (
     CALIBRATION_METHODS,
     QUANTIZATION_MODES,
@@ -65,6 +66,7 @@ __all__ = [
     "ExportableSARTM",
     "InputSizeError",
     "Int8Export",
+    "OnnxRGBTPredictor",
     "OnnxSegmenter",
     "OnnxSemSegModel",
     "ParityReport",

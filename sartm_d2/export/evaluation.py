@@ -19,13 +19,14 @@ from ..data import get_classes
 from ..data.degradations import expand_settings, parse_setting
 from .runtime import OnnxSegmenter
 
-__all__ = ["OnnxSemSegModel", "evaluate_onnx"]
+__all__ = ["OnnxSemSegModel", "evaluate_onnx", "graph_runs"]
 
 logger = logging.getLogger(__name__)
 
 
 class OnnxSemSegModel:
-    """An ``OnnxSegmenter`` with the model's inference contract: mapper dicts -> [{"sem_seg": K x H x W}]."""
+    """An ``OnnxSegmenter`` with the model's inference contract: mapper dicts -> [{"sem_seg": K x H x W}],
+    plus "trust" (2,) when the exported model estimates it."""
 
     def __init__(self, segmenter: OnnxSegmenter):
         self.segmenter = segmenter
@@ -35,8 +36,11 @@ class OnnxSemSegModel:
         for inp in batched_inputs:
             image = inp["image"]
             image = image.numpy() if isinstance(image, torch.Tensor) else image
-            logits, _ = self.segmenter.predict(image, source=repr(inp.get("file_name", "an input")))
-            outputs.append({"sem_seg": torch.from_numpy(logits)})
+            out = self.segmenter.outputs(image, source=repr(inp.get("file_name", "an input")))
+            result = {"sem_seg": torch.from_numpy(out["logits"])}
+            if "trust" in out:
+                result["trust"] = torch.from_numpy(out["trust"])
+            outputs.append(result)
         return outputs
 
 
@@ -108,7 +112,7 @@ def graph_settings(cfg, modality: str, onnx_path: str) -> list[str]:
     settings = expand_settings(cfg.TEST.MODALITIES, trained_degradation_kinds(cfg))
     if modality != "rgbt":
         return [modality]
-    runnable = [s for s in settings if parse_setting(s)[0] == "rgbt"]
+    runnable = [s for s in settings if graph_runs(modality, s)]
     skipped = [s for s in settings if s not in runnable]
     if skipped:
         logger.info("%s takes both cameras: skipping %s (export one-camera graphs with "
@@ -118,3 +122,12 @@ def graph_settings(cfg, modality: str, onnx_path: str) -> list[str]:
         raise ValueError(f"TEST.MODALITIES {tuple(cfg.TEST.MODALITIES)} has no two-camera setting for "
                          f"{onnx_path!r}: add 'rgbt' or a degraded setting such as 'thermal-noise-2'.")
     return runnable
+
+
+def graph_runs(modality: str, setting: str) -> bool:
+    """Whether a graph of ``modality`` runs the input ``setting``: the setting's cameras are the graph's.
+
+    A two-camera graph runs "rgbt" and every degraded setting (the mapper degrades the raw image
+    before the graph sees it); a one-camera graph runs its camera's setting alone.
+    """
+    return parse_setting(setting)[0] == modality

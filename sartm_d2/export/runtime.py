@@ -112,8 +112,10 @@ class OnnxSegmenter:
     """An exported SARTM: raw R, G, B, T in 0..255 at the exported size -> logits and labels.
 
     Reads everything from the file and its sidecar; no model code and no config are involved.
-    ``segmenter(rgb, thermal)`` has the demo predictor's contract (``RGBTPredictor``); read images
-    with ``sartm_d2.data.io.read_rgbt(record, segmenter.thermal_16bit_norm)`` as the loader does.
+    ``segmenter(rgb, thermal)`` gives the logits of one pair of the exported size; read images with
+    ``sartm_d2.data.io.read_rgbt(record, segmenter.thermal_16bit_norm)`` as the loader does.
+    ``sartm_d2.export.OnnxRGBTPredictor`` gives it ``RGBTPredictor``'s call (input settings through
+    the test mapper, the same outputs).
     ``modality`` is "rgbt", or the camera of a one-camera graph ("rgb", "thermal"), which reads
     only that camera's channels.
     """
