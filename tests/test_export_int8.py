@@ -29,7 +29,8 @@ from sartm_d2.data import RGBTDatasetMapper, read_label, read_rgbt
 from sartm_d2.engine import build_inference_model
 from sartm_d2.engine import main as engine_main
 from sartm_d2.export import INT8_MAX_MIOU_DIFF, INT8_MIN_AGREEMENT, OnnxSegmenter, read_sidecar
-from sartm_d2.export.quantize import layer_name, quantizable_layers
+from sartm_d2.export.int8_graph import layer_name, quantizable_layers
+from sartm_d2.export.sensitivity import search_fp32_layers
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -190,8 +191,6 @@ def test_search_keeps_the_fewest_most_sensitive_layers_in_fp32():
     """The search on a stand-in evaluator: layers a, b, c move 20, 10 and 5 of 200 pixels (the gate allows
     2), so the estimate asks for 3 layers in fp32; the real check (standing for int8 kernels that err
     more than the simulation) needs d too: the next real try doubles to 6. With a cap of 2 it fails at 2."""
-    from sartm_d2.export.quantize import _search
-
     rng = np.random.default_rng(0)
     reference = [rng.normal(size=(3, 10, 10)).astype(np.float32) for _ in range(2)]
     damage = {"a": 20, "b": 10, "c": 5}
@@ -217,12 +216,13 @@ def test_search_keeps_the_fewest_most_sensitive_layers_in_fp32():
 
     gts = [r.argmax(0) for r in reference]
     search = []
-    kept, report = _search(evaluator, order, reference, gts, ["x", "y", "z"], 255, 8, build, search)
+    classes = ["x", "y", "z"]
+    kept, report = search_fp32_layers(evaluator, order, reference, gts, classes, 255, 8, build, search)
     assert report.passed and kept == order[:6] and builds == [3, 6]
     estimated = [s["fp32_layers"] for s in search if s["real"] is False]
     assert estimated[:3] == [1, 2, 4]  # doubling, then bisection
     builds.clear()
-    kept, report = _search(evaluator, order, reference, gts, ["x", "y", "z"], 255, 2, build, [])
+    kept, report = search_fp32_layers(evaluator, order, reference, gts, classes, 255, 2, build, [])
     assert not report.passed and kept == order[:2] and builds == [2]
 
 

@@ -470,9 +470,9 @@ def measure_onnx_infer(model, cfg, *, hw, iters, warmup, workdir: str, dtype: st
     "int8-dynamic": ``--quantization dynamic``. ``modalities`` "rgb" / "thermal": a one-camera graph.
     ``threads``: onnxruntime's intra-op threads (default: all cores).
     """
-    from ..export import ExportableSARTM, create_session, export_geometry
+    from ..export import ExportableSARTM, QuantizationSettings, create_session, export_geometry
     from ..export.exporter import write_onnx
-    from ..export.quantize import QuantizationSettings, quantize_graph
+    from ..export.int8_graph import quantize_graph
 
     if dtype not in ONNX_DTYPES:
         raise ValueError(f"onnx dtype must be one of {ONNX_DTYPES}, got {dtype!r}.")
