@@ -7,7 +7,7 @@ here, so that a name means the same thing everywhere.
 
 from __future__ import annotations
 
-__all__ = ["CAMERAS", "CHANNELS", "MODALITIES", "PRESENCE", "check_modalities"]
+__all__ = ["CAMERAS", "CHANNELS", "MODALITIES", "PRESENCE", "check_modalities", "select_channels"]
 
 # The two cameras, in the order of the model's (B, 2) presence and trust tensors.
 CAMERAS = ("rgb", "thermal")
@@ -25,3 +25,11 @@ def check_modalities(name: str, where: str = "modalities") -> str:
     if name not in PRESENCE:
         raise ValueError(f"{where} must be one of {list(MODALITIES)}, got {name!r}.")
     return name
+
+
+def select_channels(image, modality: str):
+    """The channels of ``modality`` of a channels-first R, G, B, T image (a numpy array or a tensor,
+    (4, H, W) or (B, 4, H, W)): what a graph or model of that modality takes as its input. Each set's
+    channels are contiguous in R, G, B, T, so this is a slice (a view)."""
+    first = CHANNELS["rgbt"].index(CHANNELS[check_modalities(modality)][0])
+    return image[..., first : first + len(CHANNELS[modality]), :, :]

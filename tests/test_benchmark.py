@@ -1,6 +1,7 @@
 """tools/benchmark.py and sartm_d2.benchmark: a smoke run in its smallest mode (schema and numbers, no
-timing thresholds), the measuring helpers (error capture, FLOP and op counting, timing any callable),
-the reporting (derived figures, targets, the official release) and its data files under benchmarks/."""
+timing thresholds), the measuring helpers (error capture, FLOP and op counting, the one timing loop),
+the robust-cost comparison, the reporting (derived figures, targets, the official release, the
+comparison tables) and its data files under benchmarks/."""
 
 import importlib.util
 import json
@@ -8,6 +9,7 @@ import math
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,7 +41,7 @@ def _positive_finite(value) -> bool:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(tmp_path_factory):  # its tests are marked slow: a subprocess that trains, exports and loads data
     """One run of the script as a user runs it: tiny custom Hiera, 64x96, 1 iteration, CPU, everything."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     cmd = [
@@ -60,6 +62,7 @@ def _one(report, **match):
     return rows[0]
 
 
+@pytest.mark.slow
 def test_smoke_schema_and_machine(smoke):
     report, _ = smoke
     assert report["schema"] == bench.SCHEMA
@@ -73,6 +76,7 @@ def test_smoke_schema_and_machine(smoke):
     assert report["notes"]["official_reference"] is None  # only with --official-compare
 
 
+@pytest.mark.slow
 def test_smoke_train_infer_flops(smoke):
     report, _ = smoke
     flops = _one(report, what="flops")
@@ -107,6 +111,7 @@ def test_smoke_train_infer_flops(smoke):
     assert not [m for m in report["measurements"] if m["what"] == "train" and m.get("mode") == "cudagraphs"]
 
 
+@pytest.mark.slow
 def test_smoke_data_pipeline(smoke):
     report, _ = smoke
     train = _one(report, what="train", mode="eager")
@@ -126,6 +131,7 @@ def test_smoke_data_pipeline(smoke):
         assert c == 4 and h <= 480 and w <= 640
 
 
+@pytest.mark.slow
 def test_smoke_table_is_printed_last(smoke):
     report, stdout = smoke
     lines = stdout.strip().splitlines()
@@ -171,7 +177,8 @@ def test_count_flops_matches_the_convolution_formula():
 
 def test_helpers():
     assert bench.parse_resolution("720x1280") == (720, 1280)
-    assert measure.padded((720, 1280)) == (736, 1280) and measure.padded((480, 640)) == (480, 640)
+    assert measure.padded((720, 1280), 32) == (736, 1280) and measure.padded((480, 640), 32) == (480, 640)
+    assert measure.padded((70, 96), 16) == (80, 96)
     with pytest.raises(Exception, match="HEIGHTxWIDTH"):
         bench.parse_resolution("720by1280")
     assert reporting.bf16_peak_tflops("NVIDIA H200") == 989.0
@@ -237,7 +244,7 @@ def test_time_budget_skips_and_still_writes_json(tmp_path, capsys):
     assert last.startswith("| train") and "compiled" in last and "time budget" in last
 
 
-def test_derive_and_issue_targets():
+def test_derive_and_the_gpu_targets():
     common = {"size": "b+", "resolution": "480x640"}
     rows = [
         {"what": "flops", "gflops_per_pair": 369.0, **common},
@@ -386,7 +393,7 @@ def test_the_cli_reads_its_data_files_before_measuring(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ the reusable measuring
-def test_time_calls_and_measure_infer_take_any_callable():
+def test_measure_infer_takes_any_callable():
     calls = []
     x, w = torch.randn(4, 6), torch.randn(5, 6)
 
@@ -397,6 +404,7 @@ def test_time_calls_and_measure_infer_take_any_callable():
     res = measure.measure_infer(forward, batch=2, iters=4, warmup=3, count_ops=True)
     assert len(calls) == 1 + 2 + 4  # first call, warmup - 1 more, iters timed
     assert len(res["times_s"]) == 4 and res["median_s"] == pytest.approx(statistics.median(res["times_s"]))
+    assert len(res["cpu_times_s"]) == 4
     assert res["pairs_per_s"] == pytest.approx(2 / res["median_s"])
     assert res["latency_ms_per_pair"] == pytest.approx(500 * res["median_s"])
     assert res["aten_ops_per_forward"] == 2  # counted during the first call only
@@ -407,11 +415,105 @@ def test_time_calls_and_measure_infer_take_any_callable():
     assert res["output_shape"] == [1, 3] and res["output_finite"] is False
     assert "aten_ops_per_forward" not in res
 
-    first = []
-    res = measure.time_calls(lambda: None, iters=2, warmup=1, first_fn=lambda: first.append(1))
-    assert first == [1] and len(res["times_s"]) == 2 and set(res) >= {"first_call_s", "median_s", "min_s"}
+
+def test_time_calls_interleaves_rounds_rotating_the_order(monkeypatch):
+    """First calls apart, warm-up rounds, then timed rounds whose order rotates; on a CUDA device each
+    timed call is followed by a synchronisation (recorded here in place of torch.cuda's)."""
+    events = []
+    monkeypatch.setattr(measure, "sync", lambda device: events.append(("sync", device)))
+    fns = {name: (lambda n=name: events.append(n)) for name in "abc"}
+    first_b = {"b": lambda: events.append("B")}
+    res = measure.time_calls(fns, iters=3, warmup=2, device="cuda", first_fns=first_b)
+    rounds = ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert [e for e in events if isinstance(e, str)] == ["a", "B", "c"] + ["a", "b", "c"] + rounds
+    timed = events[-18:]  # the 3 timed rounds: each call, then its sync
+    assert timed[0::2] == rounds
+    assert timed[1::2] == [("sync", "cuda")] * 9
+    for name in "abc":
+        r = res[name]
+        assert len(r["times_s"]) == len(r["cpu_times_s"]) == 3 and r["first_call_s"] >= 0
+        assert r["median_s"] == statistics.median(r["times_s"]) and r["min_s"] == min(r["times_s"])
+        assert r["median_cpu_s"] == statistics.median(r["cpu_times_s"])
     with pytest.raises(ValueError, match="iters"):
-        measure.time_calls(lambda: None, iters=0, warmup=1)
+        measure.time_calls(fns, iters=0, warmup=1)
+    with pytest.raises(ValueError, match="nothing to time"):
+        measure.time_calls({}, iters=1, warmup=1)
+
+
+def test_time_calls_separates_cpu_time_from_wall_clock():
+    """Process CPU time counts work, not waiting: a sleep costs wall clock only, a busy loop both."""
+
+    def busy():
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.02:
+            pass
+
+    res = measure.time_calls({"sleep": lambda: time.sleep(0.02), "busy": busy}, iters=2, warmup=0)
+    assert res["sleep"]["median_s"] >= 0.02 and res["sleep"]["median_cpu_s"] < 0.01
+    busy_cpu = res["busy"]["median_cpu_s"]
+    assert busy_cpu >= 0.02 and res["busy"]["median_s"] >= 0.9 * busy_cpu
+    wall, cpu = measure.ratios_over(res, "busy")
+    assert wall == {"sleep": res["sleep"]["median_s"] / res["busy"]["median_s"]}
+    assert cpu == {"sleep": res["sleep"]["median_cpu_s"] / res["busy"]["median_cpu_s"]}
+
+
+def test_robust_mode_times_the_three_variants_together(tmp_path, monkeypatch, capsys):
+    """--what robust in-process: each variant is built with its own options, the three are timed in the
+    same rounds, the ratios are their medians over the first's, and its table is printed. The padded
+    resolution is the built model's (INPUT.SIZE_DIVISIBILITY 16 is raised to the backbone's)."""
+    built = []
+    build = measure.build_benchmark_model
+
+    def recording_build(cfg):
+        built.append((cfg.MODEL.SARTM.FUSION, cfg.INPUT.THERMAL_NORM))
+        return build(cfg)
+
+    monkeypatch.setattr(measure, "build_benchmark_model", recording_build)
+    out = tmp_path / "robust.json"
+    bench.main(["--sizes", "custom", "--resolutions", "80x96", "--device", "cpu", "--what", "robust",
+                "--iters", "2", "--warmup", "1", "--json", str(out),
+                "--opts", "INPUT.SIZE_DIVISIBILITY", "16"])
+    assert built == [("paper", "none"), ("paper", "percentile"), ("reliability", "percentile")]
+    (row,) = json.loads(out.read_text())["measurements"]
+    assert row["what"] == "robust" and row["padded_resolution"] == "96x96"
+    names = list(measure.ROBUST_VARIANTS)
+    assert list(row["timings"]) == names and row["base"] == names[0]
+    assert row["variants"] == {n: [*o] for n, o in measure.ROBUST_VARIANTS.items()}
+    medians = {n: statistics.median(t["times_s"]) for n, t in row["timings"].items()}
+    cpu = {n: statistics.median(t["cpu_times_s"]) for n, t in row["timings"].items()}
+    assert row["ratios"] == {n: pytest.approx(medians[n] / medians[names[0]]) for n in names}
+    assert row["cpu_ratios"] == {n: pytest.approx(cpu[n] / cpu[names[0]]) for n in names}
+    assert all(len(t["times_s"]) == 2 for t in row["timings"].values())
+    lines = capsys.readouterr().out.strip().splitlines()
+    header = lines.index(f"| model | ms (median) | vs {names[0]} |")
+    assert lines[header - 1] == "Hiera-custom, 80x96, batch 1, fp32, eager, prepared; 2 interleaved rounds"
+    body = lines[header + 2:]
+    assert [line.split(" | ")[0][2:] for line in body] == names
+    assert body[2] == f"| {names[2]} | {1000 * medians[names[2]]:.1f} | {row['ratios'][names[2]]:.3f}x |"
+
+
+def test_backends_table_has_the_ratio_agreement_and_size_columns():
+    timings = {"pytorch_fp32": {"median_s": 2.0}, "onnxruntime_fp32": {"median_s": 1.5},
+               "onnxruntime_int8": {"median_s": 1.0}}
+    ratios = {"over_pytorch_fp32": {"onnxruntime_fp32": 0.75, "onnxruntime_int8": 0.5},
+              "cpu_over_pytorch_fp32": {"onnxruntime_fp32": 0.7, "onnxruntime_int8": 0.45},
+              "over_onnxruntime_fp32": {"pytorch_fp32": 4 / 3, "onnxruntime_int8": 2 / 3},
+              "cpu_over_onnxruntime_fp32": {"pytorch_fp32": 1.4, "onnxruntime_int8": 0.6}}
+    parity = {name: {"argmax_agreement_vs_pytorch_fp32": a} for name, a in
+              (("pytorch_fp32", 1.0), ("onnxruntime_fp32", 1.0), ("onnxruntime_int8", 0.9876))}
+    row = {"what": "backends", "size": "t", "resolution": "480x640", "timings": timings, "ratios": ratios,
+           "parity_random_input": parity, "onnx_mb": {"onnxruntime_fp32": 164.1, "onnxruntime_int8": 51.9},
+           "onnxruntime_threads": 2}
+    machine = {"load_average_before": [0.5, 0, 0], "load_average_after": [1.5, 0, 0]}
+    lines = reporting.format_backends_table([row], machine).splitlines()
+    assert lines[0].startswith("backends at 480x640, load 0.5 -> 1.5: threads 2;")
+    assert lines[1].split() == ["size", "backend", "median", "s", "/", "PT", "fp32", "/", "ORT", "fp32",
+                                "agree", "%", "MB"]
+    cells = {line.split()[1]: line.split()[2:] for line in lines[2:]}
+    assert cells["pytorch_fp32"] == ["2.000", "-", "1.33", "(1.40)", "100.00"]
+    assert cells["onnxruntime_fp32"] == ["1.500", "0.75", "(0.70)", "-", "100.00", "164"]
+    assert cells["onnxruntime_int8"] == ["1.000", "0.50", "(0.45)", "0.67", "(0.60)", "98.76", "52"]
+    assert reporting.format_backends_table([{"what": "infer"}]) == ""
 
 
 def test_importing_the_package_does_not_import_the_benchmark():

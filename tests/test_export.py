@@ -1,7 +1,7 @@
 """ONNX export (tools/export_model.py), its parity check, the onnxruntime predictor and demo, eval_onnx.py.
 
-One tiny model on a generated 64x96 synthetic set is exported once per module (a few seconds each on
-2 CPU cores); the parity check must pass for it and fail for an export with a skipped normalisation.
+One tiny model on a generated 64x96 synthetic set is exported once per module; the parity check must
+pass for it and fail for an export with a skipped normalisation.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from sartm_d2.engine import main as engine_main
 from sartm_d2.export import (
     FP16_MIN_AGREEMENT,
     FP32_MIN_AGREEMENT,
+    ExportableSARTM,
     InputSizeError,
     OnnxRGBTPredictor,
     build_export_module,
@@ -111,13 +112,19 @@ def test_parity_fails_when_the_graph_skips_normalisation(setup, tmp_path):
 
 
 def test_export_geometry_is_the_models_padding(setup):
-    """INPUT.SIZE_DIVISIBILITY 16: the model pads to Hiera's 32 anyway, and the export follows the model
-    (computed from the config, 70 rows would pad to 80, which Hiera cannot run)."""
+    """INPUT.SIZE_DIVISIBILITY 16: the model pads to its backbone's multiple anyway, and the export
+    follows the model (computed from the config, 70 rows would pad to 80, which Hiera cannot run); a
+    geometry the backbone cannot run is refused, naming the config key."""
     cfg = get_sartm_cfg(CONFIG, [*setup["opts"], "INPUT.SIZE_DIVISIBILITY", "16"])
     model, module = build_export_module(cfg, 70, 96)
     g = module.geometry
-    assert model.size_divisibility == 32
-    assert (g.size_divisibility, g.padded_height, g.padded_width) == (32, 96, 96)
+    need = model.backbone.size_divisibility
+    assert model.size_divisibility == need > 16
+    assert (g.size_divisibility, g.padded_height, g.padded_width) == (need, 96, 96)
+    by_config = export_geometry(70, 96, min_size_test=0, max_size_test=1000, size_divisibility=16)
+    assert (by_config.padded_height, by_config.padded_width) == (80, 96)
+    with pytest.raises(ValueError, match=rf"padded to 80x96 .*needs multiples of {need}.*INPUT.SIZE_DIVISIB"):
+        ExportableSARTM(model, by_config)
 
 
 def test_fp16_export_and_in_graph_resize(setup, tmp_path):
@@ -146,8 +153,6 @@ def test_export_errors(setup, exported, monkeypatch, capsys):
         tool.main(["--config-file", CONFIG, "--output", "x", "--dtype", "bf16", *setup["opts"]])
     with pytest.raises(SystemExit, match="both --height and --width"):
         tool.main(["--config-file", CONFIG, "--output", "x", "--height", "64", *setup["opts"]])
-    with pytest.raises(ValueError, match=r"padded to 80x96 with INPUT.SIZE_DIVISIBILITY = 16.*multiple of 3"):
-        export_geometry(70, 96, min_size_test=0, max_size_test=1000, size_divisibility=16)
     g = export_geometry(480, 640, min_size_test=240, max_size_test=1000, size_divisibility=32)
     assert (g.resized_height, g.resized_width, g.padded_height, g.padded_width) == (240, 320, 256, 320)
     with pytest.raises(ValueError, match="No parity image of the export size 32x32"):

@@ -1,10 +1,10 @@
-"""INT8 and one-camera graphs (issue 17): tools/export_model.py --dtype int8 / --modality, their gates,
-and the tools downstream (demo, eval_onnx, benchmark) on the new files.
+"""INT8 and one-camera graphs: tools/export_model.py --dtype int8 / --modality, their gates, and the
+tools downstream (demo, eval_onnx, benchmark) on the new files.
 
 One tiny random model with the trust-estimating "reliability" fusion and the in-graph thermal stretch, on
-a generated 64x96 synthetic set (4 training images for calibration, 3 test images for parity). The INT8
-export is the slow part (onnxruntime's quantizer, tens of seconds on 2 shared cores): it runs once per
-module, and once more with a deliberately broken calibration.
+a generated 64x96 synthetic set (4 training images for calibration, 3 test images for parity). The
+exports are the slow part (onnxruntime's quantizer): the INT8 and one-camera graphs are made once per
+module and shared; only the broken-calibration test (marked slow) quantizes again, on one image.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ from sartm_d2.export import (
     INT8_MIN_AGREEMENT,
     OnnxRGBTPredictor,
     OnnxSegmenter,
+    load_calibration_images,
     read_sidecar,
 )
-from sartm_d2.export.quantize import layer_name, quantizable_layers
+from sartm_d2.export.int8_graph import layer_name, quantizable_layers
+from sartm_d2.export.sensitivity import search_fp32_layers
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -43,7 +45,7 @@ ort = pytest.importorskip("onnxruntime")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "quick_schedules", "synthetic_instant_test.yaml")
 H, W = 64, 96
-ROBUST = ["MODEL.SARTM.FUSION", "reliability", "INPUT.THERMAL_NORM", "percentile"]
+ROBUST = ["MODEL.SARTM.FUSION", "reliability", "INPUT.THERMAL_NORM", "stretch"]
 
 
 _load = load_script
@@ -96,7 +98,7 @@ def test_int8_export_is_qdq_with_its_settings_in_the_sidecar(setup, int8):
 
     meta = read_sidecar(path)
     q = meta["quantization"]
-    assert meta["dtype"] == "int8" and meta["modality"] == "rgbt" and meta["thermal_norm"] == "percentile"
+    assert meta["dtype"] == "int8" and meta["modality"] == "rgbt" and meta["thermal_norm"] == "stretch"
     assert q["mode"] == "static" and q["format"] == "QDQ" and q["calibration_method"] == "minmax"
     assert q["products_of_activations"] == f"fp32 ({len(attention)} MatMul nodes: attention)"
     train = [str(r.get("image_id", r["file_name"])) for r in DatasetCatalog.get("synthetic_rgbt_train")]
@@ -153,10 +155,12 @@ def test_int8_parity_report_is_honest(setup, int8):
     assert 0 < max_diff < 1  # quantized (not bit-exact), yet close
 
 
+@pytest.mark.slow
 def test_int8_gate_fails_on_a_broken_calibration_and_names_the_sensitive_layers(setup, tmp_path, monkeypatch,
                                                                                 capsys):
     """Calibrated ranges forced 1000x too small clip every activation: the export exits 1 (no layer may stay
-    in fp32: --max-fp32-layers 0) and names the most sensitive layers, each measured alone."""
+    in fp32: --max-fp32-layers 0) and names the most sensitive layers, each measured alone (on the one
+    parity image)."""
     calibrate = pytest.importorskip("onnxruntime.quantization.calibrate")
     compute = calibrate.MinMaxCalibrater.compute_data
 
@@ -167,7 +171,7 @@ def test_int8_gate_fails_on_a_broken_calibration_and_names_the_sensitive_layers(
         return data
 
     monkeypatch.setattr(calibrate.MinMaxCalibrater, "compute_data", tiny_ranges)
-    rc = _export(setup, tmp_path, "--dtype", "int8", "--calibration-images", "2", "--parity-images", "2",
+    rc = _export(setup, tmp_path, "--dtype", "int8", "--calibration-images", "1", "--parity-images", "1",
                  "--max-fp32-layers", "0")
     assert rc == 1
     printed = capsys.readouterr().out
@@ -177,14 +181,32 @@ def test_int8_gate_fails_on_a_broken_calibration_and_names_the_sensitive_layers(
     ranked = q["sensitivity"]
     assert len(ranked) == q["layers_total"] and [r["rank"] for r in ranked] == list(range(1, len(ranked) + 1))
     assert [r["agreement"] for r in ranked] == sorted(r["agreement"] for r in ranked)
-    assert ranked[0]["agreement"] < 1.0  # measured: one layer alone already moves pixels
+    assert ranked[0]["agreement"] < 1.0  # with these ranges one layer alone already moves pixels
     assert q["fp32_layers"] == [] and q["layers_quantized"] == len(ranked) and q["max_fp32_layers"] == 0
+    assert q["sensitivity_images"] == 1 and parity["num_images"] == 1
     named = parity["failures"][-1]
     assert "most sensitive layers" in named and all(r["layer"] in named for r in ranked[:3])
     assert ranked[0]["layer"] in printed and "FAILED" in printed
     graph = onnx.load(str(tmp_path / "model_int8.onnx"))
     graph_layers = quantizable_layers(graph, ("MatMul", "Gemm", "Conv"))
     assert ranked[0]["layer"] in graph_layers  # a layer of the graph
+
+
+@pytest.mark.parametrize("modality", ["rgbt", "rgb", "thermal"])
+def test_calibration_images_are_the_graphs_input_of_its_camera(setup, modality):
+    """Calibration reads records spread over the set (2 of 4: the first and the last) through the test
+    mapper, as the raw input of the graph of ``modality``: its cameras' channels, 0..255."""
+    cfg = get_sartm_cfg(CONFIG, setup["opts"])
+    records = DatasetCatalog.get("synthetic_rgbt_train")
+    images = load_calibration_images(cfg, records, 2, (H, W), modality)
+    assert [c.name for c in images] == [str(records[i].get("image_id", records[i]["file_name"]))
+                                        for i in (0, 3)]
+    for c, i in zip(images, (0, 3)):
+        rgb, thermal = read_rgbt(records[i], cfg.INPUT.THERMAL_16BIT_NORM)
+        planes = {"rgbt": [*rgb.transpose(2, 0, 1), thermal], "rgb": [*rgb.transpose(2, 0, 1)],
+                  "thermal": [thermal]}[modality]
+        assert c.image.dtype == np.float32 and c.image.flags.c_contiguous
+        np.testing.assert_allclose(c.image, np.stack(planes).astype(np.float32), atol=1e-4)
 
 
 class _Report:
@@ -196,8 +218,6 @@ def test_search_keeps_the_fewest_most_sensitive_layers_in_fp32():
     """The search on a stand-in evaluator: layers a, b, c move 20, 10 and 5 of 200 pixels (the gate allows
     2), so the estimate asks for 3 layers in fp32; the real check (standing for int8 kernels that err
     more than the simulation) needs d too: the next real try doubles to 6. With a cap of 2 it fails at 2."""
-    from sartm_d2.export.quantize import _search
-
     rng = np.random.default_rng(0)
     reference = [rng.normal(size=(3, 10, 10)).astype(np.float32) for _ in range(2)]
     damage = {"a": 20, "b": 10, "c": 5}
@@ -223,12 +243,13 @@ def test_search_keeps_the_fewest_most_sensitive_layers_in_fp32():
 
     gts = [r.argmax(0) for r in reference]
     search = []
-    kept, report = _search(evaluator, order, reference, gts, ["x", "y", "z"], 255, 8, build, search)
+    classes = ["x", "y", "z"]
+    kept, report = search_fp32_layers(evaluator, order, reference, gts, classes, 255, 8, build, search)
     assert report.passed and kept == order[:6] and builds == [3, 6]
     estimated = [s["fp32_layers"] for s in search if s["real"] is False]
     assert estimated[:3] == [1, 2, 4]  # doubling, then bisection
     builds.clear()
-    kept, report = _search(evaluator, order, reference, gts, ["x", "y", "z"], 255, 2, build, [])
+    kept, report = search_fp32_layers(evaluator, order, reference, gts, classes, 255, 2, build, [])
     assert not report.passed and kept == order[:2] and builds == [2]
 
 
@@ -251,18 +272,17 @@ def _patch_embed_batch(path: str) -> int:
 
 @pytest.fixture(scope="module")
 def one_camera(setup):
-    """fp32 one-camera graphs for RGB and thermal (and the two-stream graph they are compared with)."""
+    """fp32 one-camera graphs for RGB and thermal."""
     paths = {}
-    for modality in ("rgbt", "rgb", "thermal"):
+    for modality in ("rgb", "thermal"):
         out = setup["work"] / f"onnx_{modality}"
         assert _export(setup, out, "--modality", modality, "--parity-images", "2") == 0
-        name = "model.onnx" if modality == "rgbt" else f"model_{modality}.onnx"
-        paths[modality] = str(out / name)
+        paths[modality] = str(out / f"model_{modality}.onnx")
     return paths
 
 
 @pytest.mark.parametrize("modality", ["rgb", "thermal"])
-def test_one_camera_graph_matches_pytorch_single_stream(setup, one_camera, modality):
+def test_one_camera_graph_matches_pytorch_single_stream(setup, int8, one_camera, modality):
     path = one_camera[modality]
     channels = 3 if modality == "rgb" else 1
     graph = onnx.load(path)
@@ -272,8 +292,8 @@ def test_one_camera_graph_matches_pytorch_single_stream(setup, one_camera, modal
     assert meta["input"]["channels"] == (["R", "G", "B"] if channels == 3 else ["T"])
     assert meta["parity"]["passed"] and meta["parity"]["modality"] == modality
     assert meta["parity"]["max_abs_logit_diff"] < 1e-4 and meta["parity"]["max_abs_trust_diff"] < 1e-4
-    # Single-stream cost: the backbone convolves one image, the two-stream graph two.
-    assert _patch_embed_batch(path) == 1 and _patch_embed_batch(one_camera["rgbt"]) == 2
+    # Single-stream cost: the backbone convolves one image, the two-stream graph (the INT8 one) two.
+    assert _patch_embed_batch(path) == 1 and _patch_embed_batch(int8[1]) == 2
 
     cfg = get_sartm_cfg(CONFIG, setup["opts"])
     model = build_inference_model(cfg)
@@ -380,6 +400,8 @@ def test_eval_onnx_on_int8_and_one_camera_graphs(setup, int8, one_camera):
 
 
 def test_benchmark_int8_rows_threads_and_cpu_flags(setup, tmp_path):
+    """The benchmark's "onnx" rows: a dynamic INT8 one-camera graph beside the two-stream fp32 graph, with
+    onnxruntime's threads, and their ratio to the fp32 graph."""
     from sartm_d2.benchmark import measure
     from sartm_d2.benchmark.report import derive, describe_cpu_flags, format_table
 
@@ -389,7 +411,7 @@ def test_benchmark_int8_rows_threads_and_cpu_flags(setup, tmp_path):
     cfg = get_sartm_cfg(CONFIG, setup["opts"])
     model = measure.build_benchmark_model(cfg)
     rows = []
-    for dtype, modalities in (("fp32", "rgbt"), ("int8-dynamic", "rgbt"), ("fp32", "thermal")):
+    for dtype, modalities in (("fp32", "rgbt"), ("int8-dynamic", "thermal")):
         res = measure.measure_onnx_infer(model, cfg, hw=(H, W), iters=1, warmup=1, workdir=str(tmp_path),
                                          dtype=dtype, threads=1, modalities=modalities)
         assert res["onnxruntime_threads"] == 1 and res["output_shape"] == [1, 5, H, W]
@@ -400,5 +422,41 @@ def test_benchmark_int8_rows_threads_and_cpu_flags(setup, tmp_path):
                "platform": "x", "cpu_flags": flags}
     schedule = {"epochs": {"value": 1}, "mfnet_train_pairs": {"value": 1}}
     derive(rows, machine, reference={"paper_schedule": schedule})
-    assert rows[1]["latency_vs_onnx_fp32"] > 0 and rows[2]["latency_vs_onnx_fp32"] > 0
+    assert rows[1]["latency_vs_onnx_fp32"] == pytest.approx(rows[1]["median_s"] / rows[0]["median_s"])
+    assert "latency_vs_onnx_fp32" not in rows[0]
     assert "CPU flags: avx2" in format_table(rows, machine)
+
+
+def test_benchmark_backends_time_graphs_and_pytorch_together(setup, tmp_path):
+    """The benchmark's "backends": the one-camera graph and PyTorch eager fp32 and bf16 in the same
+    rounds, with the threads set for both runtimes (and restored), their ratios from the timings, and
+    each one's agreement with PyTorch fp32 with the same camera (fp32 against itself: exact)."""
+    from sartm_d2.benchmark import measure
+
+    cfg = get_sartm_cfg(CONFIG, setup["opts"])
+    model = measure.build_benchmark_model(cfg)
+    threads = torch.get_num_threads()
+    backends = ["onnxruntime_fp32_rgb", "pytorch_fp32", "pytorch_bf16"]
+    res = measure.measure_backends(model, cfg, hw=(H, W), iters=2, warmup=1, workdir=str(tmp_path),
+                                   backends=backends, threads=threads + 1, profile=True)
+    assert torch.get_num_threads() == threads
+    assert res["torch_threads"] == res["onnxruntime_threads"] == threads + 1
+    assert list(res["timings"]) == backends and all(len(t["times_s"]) == 2 for t in res["timings"].values())
+    t = res["timings"]
+    assert res["ratios"]["over_pytorch_fp32"] == {
+        n: pytest.approx(t[n]["median_s"] / t["pytorch_fp32"]["median_s"]) for n in backends[::2]}
+    assert res["ratios"]["cpu_over_pytorch_bf16"]["pytorch_fp32"] == pytest.approx(
+        t["pytorch_fp32"]["median_cpu_s"] / t["pytorch_bf16"]["median_cpu_s"])
+    assert "over_onnxruntime_fp32" not in res["ratios"]  # not timed in this run
+    parity = res["parity_random_input"]
+    assert parity["pytorch_fp32"] == {"max_abs_logit_diff_vs_pytorch_fp32": 0.0,
+                                      "argmax_agreement_vs_pytorch_fp32": 1.0}
+    assert parity["onnxruntime_fp32_rgb"]["max_abs_logit_diff_vs_pytorch_fp32"] < 1e-4
+    assert 0.9 < parity["pytorch_bf16"]["argmax_agreement_vs_pytorch_fp32"] <= 1.0
+    assert set(res["onnx_mb"]) == set(res["onnxruntime_profile"]) == {"onnxruntime_fp32_rgb"}
+    profile = res["onnxruntime_profile"]["onnxruntime_fp32_rgb"]
+    assert profile["total_kernel_ms"] == pytest.approx(sum(profile["ms_per_op_type"].values()))
+    assert "Conv" in profile["ms_per_op_type"]
+    with pytest.raises(ValueError, match="backends must be some of"):
+        measure.measure_backends(model, cfg, hw=(H, W), iters=1, warmup=1, workdir=str(tmp_path),
+                                 backends=["tensorrt"])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Speed, memory and FLOPs of SARTM on the CPU or one CUDA card (issue 5).
+"""Speed, memory and FLOPs of SARTM on the CPU or one CUDA card.
 
 Measures, for each Hiera size and resolution, with random weights and random RGB-T inputs (no
 checkpoint or dataset needed):
@@ -12,9 +12,17 @@ checkpoint or dataset needed):
 * ``flops``: forward FLOPs per RGB-T pair with ``torch.utils.flop_counter.FlopCounterMode``;
 * ``data``: pairs/s of the real training loader (``RGBTDatasetMapper`` with the config's
   augmentations, ``sartm_d2.engine.build_resumable_train_loader``) reading PNGs from disk, with 0
-  workers and with ``--workers``, projected to 16 workers and compared with the training rate.
+  workers and with ``--workers``, projected to 16 workers and compared with the training rate;
+* ``onnx``: the exported graph (``--onnx-dtypes``: fp32, static or dynamic INT8) in onnxruntime;
+* ``backends`` (on request): the same raw image through the onnxruntime graphs and PyTorch eager
+  fp32/bf16 (``--backends``), on the CPU, timed together in interleaved rounds (wall-clock and
+  process CPU time), with each one's agreement with PyTorch fp32 and, with ``--profile``,
+  onnxruntime's time per op type;
+* ``robust`` (on request): what the robust model's additions (the thermal stretch, the trust gates)
+  cost at inference: three variants of the model timed together in interleaved rounds.
 
-Every measurement is recorded with its settings in a JSON file; one table is printed last. A
+Every measurement is recorded with its settings in a JSON file; one table is printed last (then the
+tables of ``backends`` and ``robust``, when they ran). A
 measurement that fails (CUDA out of memory, a compile error) is recorded as ``{"error": ...}`` and
 the run goes on. The model is the paper's full SARTM by default: the language fusion and the
 distillation run on random class-name embeddings written to a temporary ``TEACHER "file"``.
@@ -26,10 +34,14 @@ with are data in ``benchmarks/*.json``.
 
     python tools/benchmark.py --sizes t b+ --resolutions 480x640 --what train infer flops --device cpu
     python tools/benchmark.py --device cuda --sizes b+ --dtypes bf16 --modes eager compiled cudagraphs
-    python tools/benchmark.py --official-compare   # issue 5's CPU comparison with the official release
+    python tools/benchmark.py --official-compare   # the CPU comparison with the official release
     # onnxruntime fp32 and INT8 (static QDQ, dynamic) beside PyTorch eager fp32/bf16, CPU flags in the title
     python tools/benchmark.py --device cpu --sizes t b+ --resolutions 480x640 --what infer onnx \
         --infer-batch-sizes 1 --modes eager --onnx-dtypes fp32 int8 int8-dynamic --threads 2
+    # the same, interleaved in one loop (and the one-camera graph), with process CPU times
+    python tools/benchmark.py --device cpu --sizes t b+ --resolutions 480x640 --what backends --iters 5
+    # the robust model's inference cost against the paper's
+    python tools/benchmark.py --device cpu --sizes t --resolutions 480x640 --what robust --iters 10
 
 See ``benchmarks/README.md``.
 """
@@ -53,6 +65,7 @@ import sartm_d2  # noqa: F401  (first: detectron2 compatibility fixes and regist
 import torch
 
 from sartm_d2.benchmark.measure import (
+    BACKENDS,
     DTYPES,
     MODES,
     ONNX_DTYPES,
@@ -62,9 +75,11 @@ from sartm_d2.benchmark.measure import (
     count_params,
     free_memory,
     machine_info,
+    measure_backends,
     measure_data,
     measure_model_infer,
     measure_onnx_infer,
+    measure_robust_cost,
     measure_train,
     padded,
     prepare_data,
@@ -87,7 +102,9 @@ logger = logging.getLogger("sartm_d2.tools.benchmark")
 
 SCHEMA = "sartm-d2-benchmark/1"
 SIZES = ("t", "s", "b+", "l", "custom")
-WHAT = ("train", "infer", "data", "flops", "onnx")
+WHAT = ("train", "infer", "data", "flops", "onnx", "backends", "robust")
+# Without --what: all but the comparisons, which build further graphs or models per size.
+DEFAULT_WHAT = ("train", "infer", "data", "flops", "onnx")
 _CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 _ERRORS = (torch.OutOfMemoryError, RuntimeError)
 COMPILED_MIN_WARMUP = 3
@@ -99,8 +116,8 @@ def parse_resolution(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"resolution {text!r} must be HEIGHTxWIDTH, e.g. 480x640") from None
-    if h < 32 or w < 32:
-        raise argparse.ArgumentTypeError(f"resolution {text!r} must be at least 32x32")
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"resolution {text!r} must be positive")
     return h, w
 
 
@@ -129,6 +146,8 @@ def _short(res: dict) -> str:
         return f"{res['gflops_per_pair']:.1f} GFLOPs per pair"
     if "pairs_per_s" in res:
         return f"{res['pairs_per_s']:.1f} pairs/s"
+    if "timings" in res:
+        return ", ".join(f"{name} {1000 * t['median_s']:.1f} ms" for name, t in res["timings"].items())
     return ""
 
 
@@ -157,11 +176,18 @@ def plan(args) -> list[dict]:
             group += [{"what": "onnx", "size": size, "resolution": res, "batch": 1, "dtype": dtype,
                        "mode": "onnxruntime", "modalities": m}
                       for m in args.modalities for dtype in args.onnx_dtypes]
+        if "backends" in args.what:
+            group.append({"what": "backends", "size": size, "resolution": res, "batch": 1,
+                          "mode": "interleaved", "backends": list(args.backends)})
+        if "robust" in args.what:
+            group.append({"what": "robust", "size": size, "resolution": res, "batch": 1, "dtype": "fp32",
+                          "mode": "eager"})
         for what, batch, dtype, mode in runs:
             for modalities in args.modalities if what == "infer" else ["rgbt"]:
                 group.append({"what": what, "size": size, "resolution": res, "batch": batch, "dtype": dtype,
                               "mode": mode, "modalities": modalities})
-        rank = {("flops", None): 0, ("train", "eager"): 1, ("infer", "eager"): 2, ("onnx", "onnxruntime"): 2}
+        rank = {("flops", None): 0, ("train", "eager"): 1, ("infer", "eager"): 2, ("onnx", "onnxruntime"): 2,
+                ("backends", "interleaved"): 2, ("robust", "eager"): 2}
         group.sort(key=lambda s: rank.get((s["what"], s.get("mode")), 3 if s["what"] == "infer" else 4))
         specs += group
     return specs
@@ -169,7 +195,7 @@ def plan(args) -> list[dict]:
 
 def run_spec(spec: dict, model, cfg, args, device) -> dict:
     hw = parse_resolution(spec["resolution"])
-    common = {"padded_resolution": "x".join(map(str, padded(hw, cfg.INPUT.SIZE_DIVISIBILITY)))}
+    common = {"padded_resolution": "x".join(map(str, padded(hw, model.size_divisibility)))}
     if spec.get("mode") == "cudagraphs" and device.type != "cuda":
         return {**spec, **common, "skipped": "CUDA graphs need a CUDA device"}
     if spec["what"] == "flops":
@@ -177,15 +203,27 @@ def run_spec(spec: dict, model, cfg, args, device) -> dict:
                                                                 modalities=spec.get("modalities", "rgbt")))
     # The first call (compilation, allocator warm-up) is never timed. Compiled models recompile once
     # more on the second call (sam2's PositionEmbeddingSine fills a cache dict that dynamo guards on).
-    warmup = max(args.warmup, 1 if spec["mode"] == "eager" else COMPILED_MIN_WARMUP)
-    kwargs = {"hw": hw, "batch": spec["batch"], "dtype": spec["dtype"], "mode": spec["mode"],
+    warmup = max(args.warmup, COMPILED_MIN_WARMUP if spec["mode"] in ("compiled", "cudagraphs") else 1)
+    kwargs = {"hw": hw, "batch": spec["batch"], "dtype": spec.get("dtype"), "mode": spec["mode"],
               "iters": args.iters, "warmup": warmup, "device": device}
     spec = {**spec, **common, "iters": args.iters, "warmup": warmup}
     if spec["what"] == "onnx":
         with tempfile.TemporaryDirectory(prefix="sartm_onnx_") as tmp:
             res = _guarded(spec, lambda: measure_onnx_infer(
-                model, cfg, hw=hw, iters=args.iters, warmup=max(args.warmup, 1), workdir=tmp,
-                dtype=spec["dtype"], threads=args.threads, modalities=spec.get("modalities", "rgbt")))
+                model, cfg, hw=hw, iters=args.iters, warmup=warmup, workdir=tmp,
+                dtype=spec["dtype"], threads=args.threads, modalities=spec.get("modalities", "rgbt"),
+                calibration_images=args.calibration_images))
+    elif spec["what"] == "backends":
+        with tempfile.TemporaryDirectory(prefix="sartm_backends_") as tmp:
+            res = _guarded(spec, lambda: measure_backends(
+                model, cfg, hw=hw, iters=args.iters, warmup=warmup, workdir=tmp,
+                backends=spec["backends"], threads=args.threads, calibration_images=args.calibration_images,
+                profile=args.profile))
+    elif spec["what"] == "robust":
+        with tempfile.TemporaryDirectory(prefix="sartm_robust_") as tmp:
+            res = _guarded(spec, lambda: measure_robust_cost(
+                args.config_file, size=spec["size"], hw=hw, iters=args.iters, warmup=warmup,
+                device=device, embeddings_dir=tmp, opts=args.opts))
     elif spec["what"] == "train":
         res = _guarded(spec, lambda: measure_train(model, cfg, **kwargs))
     else:
@@ -205,6 +243,9 @@ def run_isolated(spec: dict, args) -> dict:
                "--single", json.dumps(spec), "--single-out", out]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        cmd += ["--calibration-images", str(args.calibration_images)]
+        if args.profile:
+            cmd.append("--profile")
         if args.opts:
             cmd += ["--opts", *args.opts]
         logger.info("Running %s in a fresh process.", describe(spec))
@@ -319,7 +360,7 @@ def get_parser() -> argparse.ArgumentParser:
     add("--config-file", help="base config (default: configs/mfnet.yaml; --official-compare: pst900.yaml)")
     add("--sizes", nargs="+", choices=SIZES, help="Hiera sizes; custom = tiny (default: t s b+ l)")
     add("--resolutions", nargs="+", type=parse_resolution,
-        help="input HxW, padded to a multiple of 32 by the model (default: 480x640 720x1280)")
+        help="input HxW, padded by the model to its size divisibility (default: 480x640 720x1280)")
     add("--batch-sizes", nargs="+", type=int, help="training batch sizes (default: 8 16)")
     add("--infer-batch-sizes", nargs="+", type=int, help="inference batch sizes (default: 1 16)")
     add("--dtypes", nargs="+", choices=list(DTYPES), help="fp32 and/or bf16 autocast (default: both)")
@@ -332,11 +373,18 @@ def get_parser() -> argparse.ArgumentParser:
     add("--onnx-dtypes", nargs="+", choices=ONNX_DTYPES, default=["fp32"],
         help="graphs of 'onnx': fp32, int8 (static QDQ as export_model.py --dtype int8 makes, calibrated on "
              "random images) and int8-dynamic (default: fp32)")
-    add("--threads", type=int, help="onnxruntime's intra-op threads for 'onnx' (default: all cores)")
+    add("--threads", type=int,
+        help="onnxruntime's intra-op threads for 'onnx', both runtimes' for 'backends' (default: all cores)")
+    add("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
+        help="what 'backends' times together (default: all)")
+    add("--calibration-images", type=int, default=4,
+        help="random calibration images of the static INT8 graphs of 'onnx' and 'backends' (default 4)")
+    add("--profile", action="store_true", help="'backends': add onnxruntime's time per op type")
     add("--device", help="cpu or cuda (default: cuda when available)")
     add("--iters", type=int, help="timed iterations (default: 10)")
     add("--warmup", type=int, help="untimed iterations first (default: 3; at least 1, 3 when compiled)")
-    add("--what", nargs="+", choices=WHAT, help="measurements (default: all)")
+    add("--what", nargs="+", choices=WHAT,
+        help=f"measurements (default: {' '.join(DEFAULT_WHAT)}; backends and robust on request)")
     add("--json", help="write every measurement here (default: benchmark-<date>-<time>.json)")
     add("--data-root", help="dataset root holding the config's DATASETS.TRAIN[0] (default: a synthetic "
                             "set at the first resolution, generated in a temporary folder)")
@@ -350,7 +398,7 @@ def get_parser() -> argparse.ArgumentParser:
     add("--isolate", action="store_true",
         help="run each model measurement in a fresh process (peak RSS per configuration)")
     add("--official-compare", action="store_true",
-        help="issue 5's CPU comparison with the official release: PST900 config (K=5), Hiera-B+, one "
+        help="the CPU comparison with the official release: PST900 config (K=5), Hiera-B+, one "
              "1280x1280 pair, fp32, eager; inference at batch 1, training at batch 1 and 2, isolated")
     add("--single", help=argparse.SUPPRESS)  # internal: one measurement (a JSON spec), see run_isolated
     add("--single-out", help=argparse.SUPPRESS)
@@ -374,7 +422,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
                 "resolutions": [(480, 640), (720, 1280)], "batch_sizes": [8, 16],
                 "infer_batch_sizes": [1, 16], "dtypes": ["fp32", "bf16"], "modes": ["eager", "compiled"],
                 "device": "cuda" if torch.cuda.is_available() else "cpu", "iters": 10, "warmup": 3,
-                "what": list(WHAT), "workers": min(16, os.cpu_count() or 1)}
+                "what": list(DEFAULT_WHAT), "workers": min(16, os.cpu_count() or 1)}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -382,6 +430,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu.")
     if args.iters < 1 or args.warmup < 0 or args.workers < 0 or args.data_batches < 1:
         raise ValueError("--iters and --data-batches must be >= 1, --warmup and --workers >= 0.")
+    if args.calibration_images < 1:
+        raise ValueError(f"--calibration-images must be >= 1, got {args.calibration_images}.")
     if min(args.batch_sizes + args.infer_batch_sizes) < 1:
         raise ValueError("--batch-sizes and --infer-batch-sizes must be >= 1.")
     if not os.path.isfile(args.config_file):
@@ -406,6 +456,7 @@ def main(argv: list[str] | None = None) -> dict:
     official = load_official_release() if args.official_compare else None
     targets = load_targets() if device.type == "cuda" else None
     machine = machine_info(device)
+    machine["load_average_before"] = os.getloadavg()
     if device.type == "cuda":
         machine.update(bf16_dense_peak_tflops=bf16_peak_tflops(machine["card"], reference),
                        peak_source=reference["bf16_dense_peak_tflops"]["source"])
@@ -433,6 +484,7 @@ def main(argv: list[str] | None = None) -> dict:
     for t in report["targets"]:
         verdict = "met" if t["met"] else "NOT met"
         logger.info("Target %-28s %.3g (limit %g): %s", t["target"], t["value"], t["limit"], verdict)
+    machine["load_average_after"] = os.getloadavg()
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     rec.save()
     logger.info("Wrote %s.", rec.path)

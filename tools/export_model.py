@@ -88,7 +88,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="7-bit weights (default): right on x86 CPUs without VNNI, where 8-bit weights "
                    "saturate onnxruntime's int8 kernels; --no-reduce-range for VNNI/ARM CPUs and TensorRT")
     q.add_argument("--quantize-attention", action="store_true",
-                   help="also quantize products of two activations (attention); off: measured no faster, "
+                   help="also quantize products of two activations (attention); off: no faster on the CPU, "
                    "less accurate")
     q.add_argument("--sensitivity", action="store_true",
                    help="measure and report every layer's sensitivity even when all-INT8 passes")

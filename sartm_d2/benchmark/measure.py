@@ -4,17 +4,23 @@ Nothing here judges or formats a figure (that is ``report``) or parses a command
 ``tools/benchmark.py``). The generic pieces take any zero-argument callable, so a new benchmark
 row (another backend, another input) reuses the same method:
 
-* ``time_calls(fn, iters=, warmup=, device=)``: first call timed apart, warm-up, timed calls;
-* ``measure_infer(forward, batch=, iters=, warmup=, device=, count_ops=)``: ``time_calls`` plus
-  peak memory, the output's shape, pairs/s and latency, optionally the aten ops per call;
-* ``measure_model_infer`` / ``measure_train`` / ``count_flops`` / ``measure_data``: the SARTM rows.
+* ``time_calls({name: fn, ...}, iters=, warmup=, device=)``: the one timing loop: first calls timed
+  apart, warm-up, then interleaved timed rounds (the order rotating), wall-clock and CPU time per call;
+* ``measure_infer(forward, batch=, iters=, warmup=, device=, count_ops=)``: ``time_calls`` of one
+  callable plus peak memory, the output's shape, pairs/s and latency, optionally the aten ops per call;
+* ``measure_model_infer`` / ``measure_train`` / ``count_flops`` / ``measure_data``: the SARTM rows;
+  ``measure_onnx_infer``: an exported graph in onnxruntime;
+* ``measure_backends`` (onnxruntime graphs beside PyTorch eager) and ``measure_robust_cost`` (the
+  robust model's additions): several callables timed together by ``time_calls``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import gc
+import json
 import math
 import os
 import platform
@@ -22,7 +28,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +55,17 @@ _BENCH_OPTS = ["MODEL.SARTM.DISTILL.TEACHER", "file"]
 # "custom" is the tiny model of configs/quick_schedules/tiny-model.yaml (smoke tests; opts still override).
 TINY_MODEL = _CONFIGS / "quick_schedules" / "tiny-model.yaml"
 TEXT_DIM = 512  # CLIP ViT-B/32's text embedding width
+LABEL_BLOCK = 32  # side of the random labels' constant blocks (pixels), so that regions span several pixels
 
 Device = torch.device | str | None
 
 
 # ---------------------------------------------------------------------------------- machine, memory
-def padded(hw: tuple[int, int], divisibility: int = 32) -> tuple[int, int]:
-    """The size the model runs at: each side rounded up to a multiple of ``divisibility``."""
-    return tuple(int(math.ceil(v / divisibility) * divisibility) for v in hw)
+def padded(hw: tuple[int, int], divisibility: int) -> tuple[int, int]:
+    """The size the model runs at: each side rounded up to a multiple of ``divisibility``, the built
+    model's ``size_divisibility`` (``ImageList.from_tensors``)."""
+    d = max(int(divisibility), 1)
+    return tuple(int(math.ceil(v / d) * d) for v in hw)
 
 
 def _cpu_model() -> str:
@@ -162,42 +171,71 @@ def peak_memory(device: Device) -> dict:
 
 # ---------------------------------------------------------------------------------------- timing
 def time_calls(
-    fn: Callable[[], object],
+    fns: Mapping[str, Callable[[], object]],
     *,
     iters: int,
     warmup: int,
     device: Device = None,
-    first_fn: Callable[[], object] | None = None,
-) -> dict:
-    """Time any zero-argument callable.
+    first_fns: Mapping[str, Callable[[], object]] | None = None,
+) -> dict[str, dict]:
+    """Time zero-argument callables in interleaved rounds, so that a shared machine's load falls on all
+    alike; one callable is the same with one entry (``time_calls({"f": f}, ...)["f"]``).
 
-    ``first_fn`` (default ``fn``) is called once and timed apart (compilation, allocator warm-up),
-    then ``fn`` ``warmup - 1`` more times untimed, then ``iters`` times timed. On a CUDA ``device``
-    each timed call ends with a synchronisation, so queued kernels count; ``device=None`` suits
-    callables that return only when done (onnxruntime, the CPU).
+    Each callable's first call (``first_fns[name]``, default the callable) is timed apart (compilation,
+    allocator warm-up, session start-up); then ``warmup - 1`` untimed rounds; then ``iters`` timed
+    rounds, each calling every callable once, the order rotating by one per round so that none always
+    runs after the same one. On a CUDA ``device`` each timed call ends with a synchronisation, so queued
+    kernels count; ``device=None`` suits callables that return only when done (onnxruntime, the CPU).
+
+    Returns, per name: ``first_call_s``, ``times_s`` (wall clock), ``cpu_times_s`` (this process's CPU
+    time, all threads: unlike the wall clock, not lengthened by other processes), ``median_s``,
+    ``mean_s``, ``min_s`` and ``median_cpu_s``.
     """
     if iters < 1:
         raise ValueError(f"time_calls: iters must be >= 1, got {iters}")
-    t0 = time.perf_counter()
-    (first_fn or fn)()
-    sync(device)
-    first = time.perf_counter() - t0
-    for _ in range(max(warmup - 1, 0)):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(iters):
+    if not fns:
+        raise ValueError("time_calls: nothing to time")
+    names = list(fns)
+    first_fns = first_fns or {}
+    first = {}
+    for name in names:
         t0 = time.perf_counter()
-        fn()
+        first_fns.get(name, fns[name])()
         sync(device)
-        times.append(time.perf_counter() - t0)
+        first[name] = time.perf_counter() - t0
+    for _ in range(max(warmup - 1, 0)):
+        for name in names:
+            fns[name]()
+    sync(device)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(iters):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            fns[name]()
+            sync(device)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     return {
-        "first_call_s": first,
-        "times_s": times,
-        "median_s": statistics.median(times),
-        "mean_s": statistics.fmean(times),
-        "min_s": min(times),
+        name: {
+            "first_call_s": first[name],
+            "times_s": wall[name],
+            "cpu_times_s": cpu[name],
+            "median_s": statistics.median(wall[name]),
+            "mean_s": statistics.fmean(wall[name]),
+            "min_s": min(wall[name]),
+            "median_cpu_s": statistics.median(cpu[name]),
+        }
+        for name in names
     }
+
+
+def ratios_over(timings: dict[str, dict], base: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Each entry's median wall-clock and CPU time over ``base``'s, from one ``time_calls`` result."""
+    ref = timings[base]
+    wall = {n: t["median_s"] / ref["median_s"] for n, t in timings.items() if n != base}
+    cpu = {n: t["median_cpu_s"] / ref["median_cpu_s"] for n, t in timings.items() if n != base}
+    return wall, cpu
 
 
 def autocast(device: torch.device, dtype: str):
@@ -260,9 +298,10 @@ def make_inputs(
 ) -> list[dict]:
     """Random mapper-style dicts already on ``device`` (the loader is measured apart, by ``data``).
 
-    Labels are random 32x32-pixel blocks of class ids with 5% ignore, so that several classes are
-    present (the distillation then has prototypes to compare). ``modalities`` ("rgbt", "rgb",
-    "thermal") says which streams the model gets (the others are not computed).
+    Labels are random ``LABEL_BLOCK`` x ``LABEL_BLOCK``-pixel blocks of class ids with 5% ignore, so
+    that several classes are present (the distillation then has prototypes to compare).
+    ``modalities`` ("rgbt", "rgb", "thermal") says which streams the model gets (the others are not
+    computed).
     """
     g = torch.Generator().manual_seed(seed)
     h, w = hw
@@ -272,8 +311,9 @@ def make_inputs(
         if modalities != "rgbt":
             d["modalities"] = modalities
         if labels:
-            cells = torch.randint(0, num_classes, (math.ceil(h / 32), math.ceil(w / 32)), generator=g)
-            sem = cells.repeat_interleave(32, 0).repeat_interleave(32, 1)[:h, :w].clone()
+            b = LABEL_BLOCK
+            cells = torch.randint(0, num_classes, (math.ceil(h / b), math.ceil(w / b)), generator=g)
+            sem = cells.repeat_interleave(b, 0).repeat_interleave(b, 1)[:h, :w].clone()
             sem[torch.rand(h, w, generator=g) < 0.05] = 255
             d["sem_seg"] = sem.to(device)
         out.append(d)
@@ -325,7 +365,7 @@ def measure_train(model, cfg, *, hw, batch, dtype, mode, iters, warmup, device) 
         losses["last"] = loss_dict
 
     try:
-        res = time_calls(step, iters=iters, warmup=warmup, device=device)
+        res = time_calls({"step": step}, iters=iters, warmup=warmup, device=device)["step"]
         res.update(peak_memory(device))
         res["losses"] = {k: float(v.detach()) for k, v in losses["last"].items()}
         impl = [k for k in ("fused", "foreach") if optimizer.defaults.get(k)] or ["for-loop"]
@@ -402,8 +442,9 @@ def measure_infer(
         if reset_memory:
             free_memory(device)
             reset_peak_memory(device)
-        first_fn = counted_call if counter is not None else call
-        res = time_calls(call, iters=iters, warmup=warmup, device=device, first_fn=first_fn)
+        first_fns = {"forward": counted_call} if counter is not None else None
+        res = time_calls({"forward": call}, iters=iters, warmup=warmup, device=device,
+                         first_fns=first_fns)["forward"]
         res.update(peak_memory(device))
         res.update(_output_summary(out["last"]))
     finally:
@@ -456,6 +497,43 @@ def measure_model_infer(model, cfg, *, hw, batch, dtype, mode, iters, warmup, de
 
 
 ONNX_DTYPES = ("fp32", "int8", "int8-dynamic")
+# What ``measure_backends`` compares: onnxruntime graphs (fp32, static QDQ INT8, dynamic INT8, the
+# one-camera RGB graph) and PyTorch eager (prepared, fp32 and bf16), all on the same raw image.
+BACKENDS = ("onnxruntime_fp32", "onnxruntime_int8", "onnxruntime_int8_dynamic", "onnxruntime_fp32_rgb",
+            "pytorch_fp32", "pytorch_bf16")
+# The backends the others are compared with, each in this run (``measure_backends``'s ``ratios``).
+BACKEND_BASES = ("pytorch_fp32", "onnxruntime_fp32", "pytorch_bf16")
+
+
+def _prepared_copy(model, dtype: str):
+    """A copy of ``model`` on the CPU after ``prepare_for_inference()`` with INFERENCE_DTYPE ``dtype``
+    (irreversible, hence the copy)."""
+    prepared = copy.deepcopy(model).to("cpu").eval()
+    prepared.inference_dtype = DTYPES[dtype]
+    return prepared.prepare_for_inference()
+
+
+def _export_module(prepared, cfg, hw: tuple[int, int], modalities: str = "rgbt"):
+    """``ExportableSARTM`` of a prepared model at ``hw``, padded to the model's own size divisibility."""
+    from ..export import ExportableSARTM, export_geometry
+
+    g = export_geometry(*hw, min_size_test=cfg.INPUT.MIN_SIZE_TEST, max_size_test=cfg.INPUT.MAX_SIZE_TEST,
+                        size_divisibility=prepared.size_divisibility)
+    return ExportableSARTM(prepared, g, modalities).eval()
+
+
+def _random_int8(fp32_path: str, dst: str, dtype: str, channels: int, hw: tuple[int, int],
+                 calibration_images: int, rng: np.random.Generator) -> dict:
+    """``fp32_path`` quantized into ``dst`` as ``export_model.py --dtype int8`` does ("int8": static QDQ
+    calibrated on ``calibration_images`` random images; "int8-dynamic": ``--quantization dynamic``),
+    without the gate: random weights have no accuracy to keep."""
+    from ..export import QuantizationSettings
+    from ..export.int8_graph import quantize_graph
+
+    settings = QuantizationSettings(mode="dynamic" if dtype == "int8-dynamic" else "static")
+    count = calibration_images if settings.mode == "static" else 0
+    calibration = [rng.integers(0, 256, size=(channels, *hw)).astype(np.float32) for _ in range(count)]
+    return quantize_graph(fp32_path, dst, settings, calibration)
 
 
 def measure_onnx_infer(model, cfg, *, hw, iters, warmup, workdir: str, dtype: str = "fp32",
@@ -463,39 +541,27 @@ def measure_onnx_infer(model, cfg, *, hw, iters, warmup, workdir: str, dtype: st
                        calibration_images: int = 2) -> dict:
     """onnxruntime on the CPU: the prepared fp32 model exported as ``tools/export_model.py`` does
     (raw (1, 4, H, W) image in; normalisation, padding, resize and argmax in the graph), timed by
-    ``time_calls`` on one random image; the export time and file size too.
+    ``measure_infer`` on one random image; the export time and file size too.
 
-    ``dtype`` "int8": static QDQ as ``export_model.py --dtype int8`` makes it (calibrated on
-    ``calibration_images`` random images; no gate: random weights have no accuracy to keep);
-    "int8-dynamic": ``--quantization dynamic``. ``modalities`` "rgb" / "thermal": a one-camera graph.
-    ``threads``: onnxruntime's intra-op threads (default: all cores).
+    ``dtype`` "int8" / "int8-dynamic": the graph quantized as ``_random_int8`` says. ``modalities``
+    "rgb" / "thermal": a one-camera graph. ``threads``: onnxruntime's intra-op threads (default: all
+    cores).
     """
-    from ..export import ExportableSARTM, create_session, export_geometry
+    from ..export import create_session
     from ..export.exporter import write_onnx
-    from ..export.quantize import QuantizationSettings, quantize_graph
 
     if dtype not in ONNX_DTYPES:
         raise ValueError(f"onnx dtype must be one of {ONNX_DTYPES}, got {dtype!r}.")
-
-    g = export_geometry(*hw, min_size_test=cfg.INPUT.MIN_SIZE_TEST, max_size_test=cfg.INPUT.MAX_SIZE_TEST,
-                        size_divisibility=model.size_divisibility)
-    prepared = copy.deepcopy(model).to("cpu").eval()
-    prepared.inference_dtype = None  # fp32: what is exported
-    prepared.prepare_for_inference()
     path = os.path.join(workdir, "benchmark.onnx")
     t0 = time.perf_counter()
-    write_onnx(ExportableSARTM(prepared, g, modalities).eval(), path)
+    write_onnx(_export_module(_prepared_copy(model, "fp32"), cfg, hw, modalities), path)
     export_s = time.perf_counter() - t0
-    del prepared
     rng = np.random.default_rng(0)
     channels = len(CHANNELS[modalities])
     extra = {"fp32_onnx_mb": os.path.getsize(path) / 1e6}
     if dtype != "fp32":
         quantized = os.path.join(workdir, "benchmark_int8.onnx")
-        settings = QuantizationSettings(mode="dynamic" if dtype == "int8-dynamic" else "static")
-        calibration = [rng.integers(0, 256, size=(channels, *hw)).astype(np.float32)
-                       for _ in range(calibration_images if settings.mode == "static" else 0)]
-        extra["quantization"] = quantize_graph(path, quantized, settings, calibration)
+        extra["quantization"] = _random_int8(path, quantized, dtype, channels, hw, calibration_images, rng)
         path = quantized
     session = create_session(path, threads=threads)
     image = rng.integers(0, 256, size=(1, channels, *hw)).astype(np.float32)
@@ -504,6 +570,190 @@ def measure_onnx_infer(model, cfg, *, hw, iters, warmup, workdir: str, dtype: st
                onnxruntime=__import__("onnxruntime").__version__,
                onnxruntime_threads=session.get_session_options().intra_op_num_threads, **extra)
     return res
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """PyTorch's intra-op threads set to ``threads`` inside (None: unchanged), restored after."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_backends(model, cfg, *, hw, iters, warmup, workdir: str, backends: Sequence[str] = BACKENDS,
+                     threads: int | None = None, calibration_images: int = 4, profile: bool = False) -> dict:
+    """The same random raw image through ``backends`` (of ``BACKENDS``), on the CPU, timed together by
+    ``time_calls`` (interleaved rounds: a shared machine's load falls on all alike).
+
+    Every backend does the same work: normalise, pad, SARTM, crop, argmax (``ExportableSARTM``, the
+    module that is exported; the RGB graph gets the image's RGB channels). The onnxruntime graphs are
+    made as ``measure_onnx_infer`` makes them; PyTorch runs prepared copies of ``model`` in eager mode.
+    ``threads`` (default: all CPUs) is both runtimes' intra-op threads.
+
+    Returns ``timings`` (``time_calls``'s figures per backend), ``ratios`` (``over_<base>`` and
+    ``cpu_over_<base>`` for each base of ``BACKEND_BASES`` timed), ``parity_random_input`` (argmax
+    agreement and max |logit difference| of the timed outputs against PyTorch fp32 with the same
+    cameras), ``onnx_mb``, ``export_s`` (fp32 graphs) and ``quantization`` (INT8 graphs) per graph
+    and, with ``profile``, ``onnxruntime_profile`` (``ort_op_profile`` per graph).
+    """
+    from ..export import create_session
+    from ..export.exporter import write_onnx
+    from ..export.runtime import cpu_threads
+
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise ValueError(f"backends must be some of {list(BACKENDS)}, got {list(backends)}.")
+    threads = int(threads or cpu_threads())
+    fp32 = _export_module(_prepared_copy(model, "fp32"), cfg, hw)
+    rgb = _export_module(fp32.model, cfg, hw, "rgb")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(1, 4, *hw)).astype(np.float32)
+    inputs = {"rgbt": image, "rgb": np.ascontiguousarray(image[:, :3])}
+    files, export_s, quantization = {}, {}, {}
+    int8 = {"onnxruntime_int8": "int8", "onnxruntime_int8_dynamic": "int8-dynamic"}
+    graphs = {"onnxruntime_fp32": fp32, "onnxruntime_fp32_rgb": rgb}
+    for name, module in graphs.items():  # the fp32 graph also when only its INT8 forms are timed
+        if name in backends or (name == "onnxruntime_fp32" and set(int8) & set(backends)):
+            files[name] = os.path.join(workdir, f"backend_{name}.onnx")
+            t0 = time.perf_counter()
+            write_onnx(module, files[name])
+            export_s[name] = time.perf_counter() - t0
+    for name, dtype in int8.items():
+        if name in backends:
+            files[name] = os.path.join(workdir, f"backend_{name}.onnx")
+            quantization[name] = _random_int8(files["onnxruntime_fp32"], files[name], dtype, 4, hw,
+                                              calibration_images, rng)
+    x = torch.from_numpy(image)
+    cameras = {name: "rgb" if name.endswith("_rgb") else "rgbt" for name in backends}
+    outputs: dict[str, list] = {}
+
+    def onnx_call(name):
+        session = create_session(files[name], threads=threads)
+        feed = {"image": inputs[cameras[name]]}
+
+        def run():
+            outputs[name] = session.run(None, feed)
+        return run
+
+    def torch_call(name, module):
+        def run():
+            with torch.no_grad():
+                outputs[name] = module(x)
+        return run
+
+    with torch_threads(threads):
+        fns = {}
+        for name in backends:
+            if name == "pytorch_fp32":
+                fns[name] = torch_call(name, fp32)
+            elif name == "pytorch_bf16":
+                fns[name] = torch_call(name, _export_module(_prepared_copy(model, "bf16"), cfg, hw))
+            else:
+                fns[name] = onnx_call(name)
+        timings = time_calls(fns, iters=iters, warmup=warmup)
+        with torch.no_grad():  # the references: PyTorch fp32 with both streams, and with RGB alone
+            refs = {"rgbt": [t.numpy() for t in fp32(x)[:2]], "rgb": [t.numpy() for t in rgb(x[:, :3])[:2]]}
+    parity = {}
+    for name, out in outputs.items():
+        logits, labels = (v.float().numpy() if isinstance(v, torch.Tensor) else v for v in out[:2])
+        want_logits, want_labels = refs[cameras[name]]
+        parity[name] = {"max_abs_logit_diff_vs_pytorch_fp32": float(np.abs(logits - want_logits).max()),
+                        "argmax_agreement_vs_pytorch_fp32": float((labels == want_labels).mean())}
+    ratios = {}
+    for base in BACKEND_BASES:
+        if base in timings:
+            ratios[f"over_{base}"], ratios[f"cpu_over_{base}"] = ratios_over(timings, base)
+    res = {
+        "export_s": export_s,
+        "onnx_mb": {name: os.path.getsize(path) / 1e6 for name, path in files.items() if name in backends},
+        "quantization": quantization,
+        "timings": timings,
+        "ratios": ratios,
+        "parity_random_input": parity,
+        "torch_threads": threads,
+        "onnxruntime_threads": threads,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "onnx": __import__("onnx").__version__,
+    }
+    if profile:
+        res["onnxruntime_profile"] = {
+            name: ort_op_profile(path, inputs[cameras[name]], workdir, threads)
+            for name, path in files.items() if name in backends
+        }
+    return res
+
+
+def ort_op_profile(onnx_path: str, image: np.ndarray, workdir: str, threads: int | None = None) -> dict:
+    """Milliseconds per ONNX op type in one run profiled by onnxruntime (after one warm-up run),
+    largest first, and their total."""
+    from ..export import create_session
+
+    session = create_session(onnx_path, threads=threads, enable_profiling=True,
+                             profile_file_prefix=os.path.join(workdir, "ort_profile"))
+    session.run(None, {"image": image})
+    session.run(None, {"image": image})
+    with open(session.end_profiling()) as f:
+        events = json.load(f)
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    last_start = runs[-1]["ts"] if runs else 0
+    per_op: dict[str, float] = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= last_start:
+            per_op[e["args"]["op_name"]] += e["dur"] / 1000.0
+    return {"total_kernel_ms": sum(per_op.values()),
+            "ms_per_op_type": dict(sorted(per_op.items(), key=lambda kv: -kv[1]))}
+
+
+# What ``measure_robust_cost`` compares: the plain model (the paper's fusion, fixed thermal
+# normalisation), the same with the per-image thermal stretch, and the robust any-modality model of
+# configs/*-anymodal.yaml (reliability fusion: trust gates with saturation cues, hallucinating stand-ins).
+ROBUST_VARIANTS = {
+    "plain": ["MODEL.SARTM.FUSION", "paper", "INPUT.THERMAL_NORM", "none"],
+    "plain, thermal stretch": ["MODEL.SARTM.FUSION", "paper", "INPUT.THERMAL_NORM", "stretch"],
+    "robust (reliability, hallucinating stand-ins)": [
+        "MODEL.SARTM.FUSION", "reliability", "MODEL.SARTM.ROBUST.STANDIN", "hallucinate",
+        "INPUT.THERMAL_NORM", "none",
+    ],
+}
+
+
+def measure_robust_cost(config_file: str, *, size: str, hw, iters, warmup, device, embeddings_dir: str,
+                        opts: Sequence[str] = ()) -> dict:
+    """What the robust model's additions cost at inference: the models of ``ROBUST_VARIANTS`` (each
+    ``build_cfg`` with ``opts`` then the variant's options; random weights, prepared for inference
+    like ``--eval-only``, fp32, eager) timed together by ``time_calls`` on one random input.
+
+    Returns ``timings`` (per variant), ``variants`` (their options), ``base`` (the first variant),
+    ``ratios`` and ``cpu_ratios`` (median wall-clock and CPU time over the base's).
+    """
+    device = torch.device(device)
+    models, cfg = {}, None
+    for name, variant in ROBUST_VARIANTS.items():
+        cfg = build_cfg(config_file, size=size, device=str(device), embeddings_dir=embeddings_dir,
+                        opts=[*opts, *variant])
+        models[name] = build_benchmark_model(cfg).prepare_for_inference()
+    inputs = make_inputs(1, hw, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, device, labels=False)
+
+    def call(model):
+        def run():
+            with torch.no_grad():
+                model(inputs)
+        return run
+
+    try:
+        timings = time_calls({name: call(m) for name, m in models.items()}, iters=iters, warmup=warmup,
+                             device=device)
+    finally:
+        models.clear()
+        free_memory(device)
+    base = next(iter(ROBUST_VARIANTS))
+    wall, cpu = ratios_over(timings, base)
+    return {"timings": timings, "variants": dict(ROBUST_VARIANTS), "base": base,
+            "ratios": {base: 1.0, **wall}, "cpu_ratios": {base: 1.0, **cpu}}
 
 
 def count_flops(model, cfg, *, hw, device, modalities: str = "rgbt") -> dict:

@@ -1,11 +1,11 @@
-"""Reporting: figures derived from the measurements, issue 5's targets, the official release's
-figures, and the table.
+"""Reporting: figures derived from the measurements, the GPU targets, the official release's
+figures, and the tables.
 
 Works on the measurement dicts of the result JSON (``measurements``), so it serves a fresh run and
 an old result file alike; it imports nothing heavy itself. The figures it compares with are data,
 each with its source, under the repository's ``benchmarks/``:
 
-* ``targets.json``: issue 5's GPU targets (``load_targets``);
+* ``targets.json``: the GPU targets (``load_targets``);
 * ``official_release.json``: the official release's CPU figures (``load_official_release``);
 * ``reference.json``: the cards' bf16 peaks and the paper's schedule (``load_reference``).
 
@@ -39,6 +39,8 @@ TARGET_NAMES = {
     "infer_b1_eager_ms": "infer b1 eager ms",
 }
 OFFICIAL_FIGURES = ("infer_b1_s", "train_step_b1_s", "train_peak_rss_b1_gib", "train_b2")
+# The measurements that time several things together (``timings`` per entry), and what they compare.
+COMPARISONS = {"backends": "backends", "robust": "variants"}
 
 
 # ---------------------------------------------------------------------------------------- data files
@@ -180,6 +182,11 @@ def method_notes(reference: dict | None = None, official: dict | None = None) ->
         "pairs / train pairs/s",
         "data_projection": f"{PROJECTED_WORKERS} x the measured pairs/s per worker; needs "
         f"{PROJECTED_WORKERS} free cores",
+        "backends": "the same random raw (1, 4, H, W) image ((1, 3, H, W) for the RGB graph) -> logits + "
+        "argmax through each backend, on the CPU; timed in the same rounds, the order rotating; cpu_times_s "
+        "= process CPU time (all threads), not lengthened by other processes' load",
+        "robust": "the variants of the model prepared for inference, fp32 eager, timed in the same rounds, "
+        "the order rotating; ratios against the first variant",
         "official_reference": official_figures(official) if official else None,
     }
 
@@ -279,7 +286,7 @@ def compare_official(results: list[dict], official: dict | None = None) -> None:
 
 
 def check_targets(results: list[dict], targets: dict | None = None) -> list[dict]:
-    """Issue 5's GPU targets (targets.json), for those this run measured: one
+    """The GPU targets (targets.json), for those this run measured: one
     ``{"target", "value", "limit", "met"}`` per target, a value at the limit meeting it."""
     targets = load_targets() if targets is None else targets
     setting, bounds = targets["setting"], targets["targets"]
@@ -355,6 +362,8 @@ def format_table(results: list[dict], machine: dict) -> str:
                     note += f" = {r['vs_train']['ratio_16_workers']:.2f}x best train"
         elif r["what"] == "flops":
             row.update(dtype="fp32", gflops=_fmt(r.get("gflops_per_pair")))
+        elif r["what"] in COMPARISONS and "timings" in r:
+            note = f"{len(r['timings'])} {COMPARISONS[r['what']]} in interleaved rounds: table below"
         elif "median_s" in r:
             if "aten_ops_per_forward" in r:
                 note = f"{r['aten_ops_per_forward']} aten ops/forward"
@@ -388,4 +397,59 @@ def format_table(results: list[dict], machine: dict) -> str:
     )
     if machine.get("cpu_flags"):
         title += "\n" + describe_cpu_flags(machine["cpu_flags"])
-    return title + "\n" + tabulate(rows, headers=list(headers.values()), tablefmt="github")
+    text = title + "\n" + tabulate(rows, headers=list(headers.values()), tablefmt="github")
+    sections = [format_backends_table(results, machine), format_robust_table(results)]
+    return "\n\n".join([text, *[t for t in sections if t]])
+
+
+def _ratio_cell(ratios: dict, base: str, name: str) -> str:
+    if name == base or f"over_{base}" not in ratios:
+        return "-".center(13)
+    return f"{ratios[f'over_{base}'][name]:.2f} ({ratios[f'cpu_over_{base}'][name]:.2f})".ljust(13)
+
+
+TABLE_BASES = ("pytorch_fp32", "onnxruntime_fp32")  # the ratio columns of the backends table
+
+
+def format_backends_table(results: list[dict], machine: dict | None = None) -> str:
+    """The ``backends`` rows (``measure.measure_backends``): per resolution, one line per size and
+    backend with its median, its ratios to PyTorch fp32 and onnxruntime fp32 (CPU-time ratios in
+    parentheses), its argmax agreement with PyTorch fp32 and its file size; "" without such rows."""
+    rows = [r for r in results if r.get("what") == "backends" and "timings" in r]
+    if not rows:
+        return ""
+    machine = machine or {}
+    load = ""
+    if machine.get("load_average_before") and machine.get("load_average_after"):
+        load = f", load {machine['load_average_before'][0]:.1f} -> {machine['load_average_after'][0]:.1f}"
+    lines = []
+    for res in dict.fromkeys(r["resolution"] for r in rows):
+        group = [r for r in rows if r["resolution"] == res]
+        threads = ", ".join(sorted({str(r.get("onnxruntime_threads")) for r in group}))
+        lines += [f"backends at {res}{load}: threads {threads}; wall-clock medians; ratios within this run "
+                  "(CPU-time ratios in ())",
+                  "size   backend                    median s  / PT fp32      / ORT fp32     agree %     MB"]
+        for r in group:
+            for name, timing in r["timings"].items():
+                cells = [_ratio_cell(r["ratios"], base, name) for base in TABLE_BASES]
+                agree = r["parity_random_input"][name]["argmax_agreement_vs_pytorch_fp32"]
+                mb = r["onnx_mb"].get(name)
+                lines.append(f"{r['size']:<6} {name:<26} {timing['median_s']:>8.3f}  {cells[0]}  {cells[1]}  "
+                             f"{100 * agree:>7.2f} {'' if mb is None else f'{mb:>6.0f}'}")
+    return "\n".join(lines)
+
+
+def format_robust_table(results: list[dict]) -> str:
+    """The ``robust`` rows (``measure.measure_robust_cost``): per size and resolution, each variant's
+    median latency and its ratio to the first variant's; "" without such rows."""
+    lines = []
+    for r in results:
+        if r.get("what") != "robust" or "timings" not in r:
+            continue
+        rounds = len(next(iter(r["timings"].values()))["times_s"])
+        lines += [f"Hiera-{r['size']}, {r['resolution']}, batch 1, fp32, eager, prepared; {rounds} "
+                  "interleaved rounds",
+                  f"| model | ms (median) | vs {r['base']} |", "|---|---|---|"]
+        lines += [f"| {name} | {1000 * t['median_s']:.1f} | {r['ratios'][name]:.3f}x |"
+                  for name, t in r["timings"].items()]
+    return "\n".join(lines)

@@ -5,6 +5,7 @@ over this package. onnx and onnxruntime are optional (``pip install 'sartm-d2[de
 this package needs neither; the functions that use them import them and name the install command.
 """
 
+from .calibration import CALIBRATION_METHODS, CalibrationImage, load_calibration_images
 from .evaluation import OnnxSemSegModel, evaluate_onnx
 from .exporter import (
     EXPORT_DTYPES,
@@ -15,7 +16,7 @@ from .exporter import (
     export_onnx,
     update_sidecar,
 )
-from .graph import HIERA_STRIDE, ExportableSARTM, ExportGeometry, export_geometry
+from .graph import ExportableSARTM, ExportGeometry, export_geometry
 from .parity import (
     FP16_MIN_AGREEMENT,
     FP32_MIN_AGREEMENT,
@@ -30,15 +31,7 @@ from .parity import (
     min_agreement_for,
 )
 from .predictor import OnnxRGBTPredictor
-from .quantize import (
-    CALIBRATION_METHODS,
-    QUANTIZATION_MODES,
-    CalibrationImage,
-    Int8Export,
-    QuantizationSettings,
-    export_int8,
-    load_calibration_images,
-)
+from .quantize import QUANTIZATION_MODES, Int8Export, QuantizationSettings, export_int8
 from .runtime import (
     DEPLOY_INSTALL_HINT,
     InputSizeError,
@@ -54,7 +47,6 @@ __all__ = [
     "EXPORT_DTYPES",
     "FP16_MIN_AGREEMENT",
     "FP32_MIN_AGREEMENT",
-    "HIERA_STRIDE",
     "INT8_MAX_MIOU_DIFF",
     "INT8_MIN_AGREEMENT",
     "MAX_MIOU_DIFF",

@@ -1,12 +1,12 @@
 """ONNX export of a trained SARTM: the prepared model in ``ExportableSARTM``, fp32 or fp16, and a sidecar.
 
-Choices, each forced by a measured failure of the alternative:
+Choices, each forced by a failure of the alternative:
 
 * ``torch.onnx.export(..., dynamo=False, opset_version=18)``: the dynamo exporter fails inside
   ``torch.export`` on this model; the TorchScript exporter traces it (fixed input size).
 * fp32 export always; fp16 is that graph converted with onnxruntime's float16 tool, inputs and
-  outputs kept fp32. bf16 is refused: onnxruntime has no bf16 kernels for most of these ops
-  (muggled_sam #7: "unsupported type: tensor(bfloat16)"), so INFERENCE_DTYPE is forced to float32.
+  outputs kept fp32. bf16 is refused: onnxruntime has no bf16 kernels for most of these ops (a bf16
+  graph fails to load: "unsupported type: tensor(bfloat16)"), so INFERENCE_DTYPE is forced to float32.
 * One fixed size per file (the graph is traced at it); it is recorded in the sidecar.
 * int8 is the fp32 graph quantized by ``sartm_d2.export.quantize`` (calibrated, with its own gate).
 * ``modality`` "rgb" / "thermal": a one-camera graph (``ExportableSARTM``), input that camera alone.
@@ -179,8 +179,8 @@ def _fold_constant_nonzero(graph) -> int:
 
     A one-camera graph selects its stream with the constant presence mask (``x[present[:, 0]]``),
     which the tracer writes as NonZero of a constant. Neither the exporter nor onnxruntime folds it,
-    so every shape behind it stays dynamic: measured on Hiera-T at 480x640, Hiera's position-embedding
-    resize then ran on every call (0.48 of 4.5 s) instead of being folded as in the two-stream graph.
+    so every shape behind it stays dynamic: Hiera's position-embedding resize then runs on every call
+    instead of being folded as in the two-stream graph (its cost: benchmarks/RESULTS.md, one camera).
     """
     onnx = require("onnx")
     numpy_helper = onnx.numpy_helper

@@ -1,8 +1,8 @@
 """The module that is exported: one raw RGB-T image in, logits and labels at the input's size out.
 
 Everything the PyTorch inference path does around ``SARTM.inference`` happens inside this module,
-so an exported graph cannot drift from it (samexporter #21: a resize left outside the graph made the
-ONNX output "significantly worse"): the test-time resize of ``RGBTDatasetMapper``
+so an exported graph cannot drift from it (a step left to the caller, a resize or a normalisation, would
+be redone by every runtime in its own way): the test-time resize of ``RGBTDatasetMapper``
 (``INPUT.MIN_SIZE_TEST``), the normalisation (``SARTM.normalize``: the per-image thermal stretch of
 ``INPUT.THERMAL_NORM`` included) and zero padding of ``SARTM.preprocess_image``, and the crop and
 resize back of ``sem_seg_postprocess``. Only torch is needed here.
@@ -19,9 +19,7 @@ from torch import nn
 
 from ..modalities import CHANNELS, check_modalities
 
-__all__ = ["HIERA_STRIDE", "ExportGeometry", "ExportableSARTM", "export_geometry"]
-
-HIERA_STRIDE = 32  # Hiera's window tiling and FPN need H and W to be multiples of 32
+__all__ = ["ExportGeometry", "ExportableSARTM", "export_geometry"]
 
 
 @dataclass(frozen=True)
@@ -53,8 +51,9 @@ def export_geometry(
 
     The resize is ``ResizeShortestEdge.get_output_shape`` (what ``RGBTDatasetMapper`` applies when
     ``INPUT.MIN_SIZE_TEST`` is not 0); padding rounds up to ``size_divisibility`` like
-    ``ImageList.from_tensors``. Raises a ValueError naming the config key when the padded size is not
-    a multiple of 32, which Hiera cannot run.
+    ``ImageList.from_tensors``. ``size_divisibility`` is the built model's (``model.size_divisibility``:
+    INPUT.SIZE_DIVISIBILITY raised to what its backbone needs), not the config's; ``ExportableSARTM``
+    checks the padded size against the backbone.
     """
     if int(height) < 1 or int(width) < 1:
         raise ValueError(f"The export size must be positive, got {height}x{width} (HxW).")
@@ -65,15 +64,6 @@ def export_geometry(
         rh, rw = height, width
     d = int(size_divisibility)
     ph, pw = ((rh + d - 1) // d * d, (rw + d - 1) // d * d) if d > 1 else (rh, rw)
-    if ph % HIERA_STRIDE or pw % HIERA_STRIDE:
-        resized = f" (resized by INPUT.MIN_SIZE_TEST {min_size_test} to {rh}x{rw})" if (rh, rw) != (
-            height, width) else ""
-        raise ValueError(
-            f"Input {height}x{width}{resized} is padded to {ph}x{pw} with INPUT.SIZE_DIVISIBILITY = {d}, "
-            "which "
-            f"is not a multiple of {HIERA_STRIDE}: Hiera cannot run it. Set INPUT.SIZE_DIVISIBILITY 32 (or a "
-            "multiple of 32)."
-        )
     return ExportGeometry(height, width, rh, rw, ph, pw, int(min_size_test), int(max_size_test), d)
 
 
@@ -94,6 +84,17 @@ class ExportableSARTM(nn.Module):
     def __init__(self, model: nn.Module, geometry: ExportGeometry, modality: str = "rgbt"):
         super().__init__()
         check_modalities(modality, "modality")
+        need = int(getattr(model.backbone, "size_divisibility", 0) or 0)
+        g = geometry
+        if need > 1 and (g.padded_height % need or g.padded_width % need):
+            resized = f" (resized by INPUT.MIN_SIZE_TEST to {g.resized_height}x{g.resized_width})" if (
+                g.resizes) else ""
+            raise ValueError(
+                f"Input {g.height}x{g.width}{resized} is padded to {g.padded_height}x{g.padded_width} "
+                f"(size_divisibility {g.size_divisibility}), which the backbone "
+                f"{type(model.backbone).__name__} cannot run: it needs multiples of {need}. Set "
+                f"INPUT.SIZE_DIVISIBILITY to a multiple of {need}."
+            )
         self.model = model
         self.geometry = geometry
         self.modality = modality

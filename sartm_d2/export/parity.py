@@ -36,6 +36,7 @@ __all__ = [
     "load_parity_samples",
     "max_miou_diff_for",
     "min_agreement_for",
+    "read_ground_truth",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,15 +44,15 @@ logger = logging.getLogger(__name__)
 # Pixel agreement of the argmax (all pixels of all parity images) below which an export fails.
 FP32_MIN_AGREEMENT = 0.999
 FP16_MIN_AGREEMENT = 0.99
-INT8_MIN_AGREEMENT = 0.99  # issue 17: a quantized graph may move 1% of the pixels, not more
+INT8_MIN_AGREEMENT = 0.99  # a quantized graph may move 1% of the pixels, not more
 # Largest |mIoU(PyTorch) - mIoU(ONNX)| in points (mIoU_all, the papers' convention) that passes.
 MAX_MIOU_DIFF = 0.1
-INT8_MAX_MIOU_DIFF = 0.5  # issue 17's bound for int8 (fp32 and fp16 keep MAX_MIOU_DIFF)
+INT8_MAX_MIOU_DIFF = 0.5  # int8's bound (fp32 and fp16 keep MAX_MIOU_DIFF)
 # Largest |trust(PyTorch) - trust(ONNX)| (0..1 scale) that passes, for models that report trust.
 # int8: 0.05, a twentieth of the scale. Trust is a sigmoid gate on pooled features, read as "trusted"
 # (near 1) or "faded out" (near 0); an error of 0.05 cannot turn one into the other, while 8-bit
 # activations (steps of 1/127 of each tensor's range, compounded through the backbone) make 1e-2
-# too tight (measured: README "Deploy", INT8).
+# too tight (benchmarks/RESULTS.md, INT8).
 MAX_TRUST_DIFF = {"fp32": 1e-3, "fp16": 1e-2, "int8": 5e-2}
 
 
@@ -163,7 +164,10 @@ class ParityReport:
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-def _gt(record: dict, cfg) -> np.ndarray:
+def read_ground_truth(record: dict, cfg) -> np.ndarray:
+    """The label image of ``record`` as the evaluator reads it: values checked against
+    MODEL.SEM_SEG_HEAD.NUM_CLASSES, background remapped to IGNORE_VALUE with
+    DATASETS.BACKGROUND_AS_IGNORE (the INT8 search scores its estimates against the same labels)."""
     path = record["sem_seg_file_name"]
     gt = read_label(path)
     ignore = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
@@ -237,7 +241,7 @@ def check_parity(
         agree += same
         pixels += ref_labels.size
         worst = min(worst, same / ref_labels.size)
-        gt = _gt(sample.record, cfg) if with_gt else ref_labels
+        gt = read_ground_truth(sample.record, cfg) if with_gt else ref_labels
         ignore = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
         conf_torch += confusion_matrix(ref_labels, gt, k, ignore)
         conf_onnx += confusion_matrix(labels, gt, k, ignore)
