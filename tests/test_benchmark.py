@@ -465,7 +465,7 @@ def test_robust_mode_times_the_three_variants_together(tmp_path, monkeypatch, ca
     build = measure.build_benchmark_model
 
     def recording_build(cfg):
-        built.append((cfg.MODEL.SARTM.FUSION, cfg.INPUT.THERMAL_NORM))
+        built.append((cfg.MODEL.SARTM.FUSION, cfg.INPUT.THERMAL_NORM, cfg.MODEL.SARTM.ROBUST.STANDIN))
         return build(cfg)
 
     monkeypatch.setattr(measure, "build_benchmark_model", recording_build)
@@ -473,7 +473,8 @@ def test_robust_mode_times_the_three_variants_together(tmp_path, monkeypatch, ca
     bench.main(["--sizes", "custom", "--resolutions", "80x96", "--device", "cpu", "--what", "robust",
                 "--iters", "2", "--warmup", "1", "--json", str(out),
                 "--opts", "INPUT.SIZE_DIVISIBILITY", "16"])
-    assert built == [("paper", "none"), ("paper", "percentile"), ("reliability", "percentile")]
+    assert built == [("paper", "none", "embedding"), ("paper", "stretch", "embedding"),
+                     ("reliability", "none", "hallucinate")]
     (row,) = json.loads(out.read_text())["measurements"]
     assert row["what"] == "robust" and row["padded_resolution"] == "96x96"
     names = list(measure.ROBUST_VARIANTS)
