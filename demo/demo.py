@@ -56,12 +56,12 @@ from collections.abc import Callable, Iterable
 
 import cv2
 from drawing import OVERLAY_BASES, draw_panel
-from inputs import find_inputs, load_pair
 from model_options import add_model_options, build_predictor, check_model_options, setup_cfg, thermal_norm
 from tqdm import tqdm
 from video import DEFAULT_FPS, PanelWriter, RGBTFrame, open_frames
 
 import sartm_d2  # noqa: F401  (compat patches + registration before detectron2)
+from sartm_d2.data.inputs import find_inputs, load_pair
 
 # isort: split
 from detectron2.utils.logger import setup_logger

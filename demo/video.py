@@ -62,8 +62,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from inputs import read_rgbt_image
 
+from sartm_d2.data.inputs import read_rgbt_image
 from sartm_d2.data.io import IMAGE_EXTENSIONS, normalize_thermal, read_rgbt
 
 __all__ = [

@@ -45,12 +45,12 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 from drawing import OVERLAY_BASES, draw_panel
-from inputs import RGBTInput, load_pair
 from model_options import add_model_options, build_predictor, check_model_options, setup_cfg
 from PIL import Image
 from video import open_frames
 
 import sartm_d2  # noqa: F401  (compat patches + registration before detectron2)
+from sartm_d2.data.inputs import RGBTInput, load_pair
 
 # isort: split
 from detectron2.utils.logger import setup_logger

@@ -34,10 +34,10 @@ COLORS = [(0, 0, 0), (220, 20, 60), (0, 0, 142)]
 
 @pytest.fixture
 def demo(monkeypatch):
-    """demo/inputs.py, demo/drawing.py and demo/demo.py, imported the way ``python demo/demo.py`` sees
-    them (demo/ first on the import path)."""
+    """sartm_d2.data.inputs, and demo/drawing.py and demo/demo.py imported the way ``python demo/demo.py``
+    sees them (demo/ first on the import path)."""
     monkeypatch.syspath_prepend(DEMO_DIR)
-    inputs = importlib.import_module("inputs")
+    inputs = importlib.import_module("sartm_d2.data.inputs")
     drawing = importlib.import_module("drawing")
     spec = importlib.util.spec_from_file_location("sartm_demo_cli", os.path.join(DEMO_DIR, "demo.py"))
     cli = importlib.util.module_from_spec(spec)

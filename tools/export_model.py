@@ -56,7 +56,6 @@ from sartm_d2.utils.env import import_user_module
 
 logger = logging.getLogger("sartm_d2.tools.export_model")
 
-DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -105,8 +104,7 @@ def get_parser() -> argparse.ArgumentParser:
 def parity_records(cfg, inputs: list[str] | None) -> tuple[list[dict], str]:
     """Records for the parity check and where they came from."""
     if inputs:
-        sys.path.insert(0, DEMO_DIR)
-        from inputs import find_inputs
+        from sartm_d2.data.inputs import find_inputs
 
         return [item.record() for item in find_inputs(inputs)], "--parity-input"
     if not cfg.DATASETS.TEST:

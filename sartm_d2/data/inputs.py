@@ -1,4 +1,7 @@
-"""Input discovery for the RGB-T demo: command-line paths -> RGB/thermal pairs, read like the loader.
+"""Input discovery: paths given on a command line -> RGB/thermal pairs, read like the loader.
+
+The demo, the video and web pages and ``tools/export_model.py --parity-input`` take their inputs
+through it.
 
 :func:`find_inputs` turns ``--input`` (and ``--thermal``) paths into pairs. Accepted inputs:
 
@@ -25,12 +28,8 @@ from dataclasses import dataclass
 
 import cv2
 
-import sartm_d2  # noqa: F401  (compat patches + dataset/model registration before detectron2)
-
-# isort: split
-
-from sartm_d2.data.io import IMAGE_EXTENSIONS, read_rgb, read_rgbt, read_thermal
-from sartm_d2.modalities import MODALITIES
+from ..modalities import MODALITIES
+from .io import IMAGE_EXTENSIONS, read_rgb, read_rgbt, read_thermal
 
 __all__ = [
     "PAIR_FOLDER_LAYOUTS",
