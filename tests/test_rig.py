@@ -188,7 +188,7 @@ def test_the_size_guess_rig_is_opencvs_resize():
 
 def test_warp_refuses_a_thermal_image_of_another_size():
     rig = Rig(translation(0, 0), rgb_size=(10, 12), thermal_size=(6, 8), path="cams/rig.json")
-    expected = "img_7.png' is 9x6 .*'cams/rig.json' was made for thermal images of 8x6"
+    expected = "thermal image 'img_7.png' is 9x6 .*'cams/rig.json' was made for thermal images of 8x6"
     with pytest.raises(ValueError, match=expected):
         warp_thermal(np.zeros((6, 9), np.float32), rig, path="img_7.png")
 

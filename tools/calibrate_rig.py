@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", help="points: CSV of clicked pairs x_thermal,y_thermal,x_rgb,y_rgb[,frame]")
     p.add_argument("--rgb-size", type=_size, help="points without images: the RGB images' HxW")
     p.add_argument("--thermal-size", type=_size, help="points without images: the thermal images' HxW")
-    p.add_argument("--ransac-px", type=float, default=3.0,
+    p.add_argument("--ransac-px", type=float, default=5.0,
                    help="points: a pair this far (RGB pixels) from the others' homography is a mis-click")
     p.add_argument("--pattern", type=_pattern,
                    help="checkerboard: inner corners COLSxROWS; circles: circles COLSxROWS")

@@ -94,7 +94,7 @@ def _size(value, what: str, where: str) -> tuple[int, int]:
     ok = ok and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value)
     if not ok:
         raise ValueError(
-            f"Rig file {where}: {what} must be [H, W], two positive integers, got {value!r}. {_FIX}"
+            f"{where}: {what} must be [H, W], two positive integers, got {value!r}. {_FIX}"
         )
     return int(value[0]), int(value[1])
 
@@ -118,7 +118,7 @@ class Rig:
     path: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        where = repr(self.path) if self.path else "(in memory)"
+        where = f"Rig file {self.path!r}" if self.path else "Rig"
         set_ = functools.partial(object.__setattr__, self)
         set_("rgb_size", _size(self.rgb_size, "rgb_size", where))
         set_("thermal_size", _size(self.thermal_size, "thermal_size", where))
@@ -128,12 +128,12 @@ class Rig:
             h = np.zeros(0)
         if h.shape != (3, 3) or not np.isfinite(h).all():
             raise ValueError(
-                f"Rig file {where}: homography must be a 3x3 matrix of finite numbers, got "
+                f"{where}: homography must be a 3x3 matrix of finite numbers, got "
                 f"{np.asarray(self.homography, dtype=object).tolist()!r}. {_FIX}"
             )
         if abs(h[2, 2]) < 1e-12:
             raise ValueError(
-                f"Rig file {where}: homography {h.tolist()} has H[2][2] = 0: it sends thermal pixel (0, 0) "
+                f"{where}: homography {h.tolist()} has H[2][2] = 0: it sends thermal pixel (0, 0) "
                 "to infinity, so it is not a camera pair's mapping. Re-estimate it with "
                 "tools/calibrate_rig.py."
             )
@@ -141,13 +141,13 @@ class Rig:
         h.setflags(write=False)
         set_("homography", h)
         if self.method not in RIG_METHODS:
-            raise ValueError(f"Rig file {where}: method {self.method!r} is not one of {list(RIG_METHODS)}.")
+            raise ValueError(f"{where}: method {self.method!r} is not one of {list(RIG_METHODS)}.")
         frames = dict(self.frame_residuals_px)
         residuals = {"residual_px": self.residual_px, **{f"frame {k!r}": v for k, v in frames.items()}}
         for what, value in residuals.items():
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if value is not None and not (number and math.isfinite(value) and value >= 0):
-                raise ValueError(f"Rig file {where}: {what} must be a number >= 0 (pixels), got {value!r}.")
+                raise ValueError(f"{where}: {what} must be a number >= 0 (pixels), got {value!r}.")
         set_("residual_px", None if self.residual_px is None else float(self.residual_px))
         set_("frame_residuals_px", {str(k): float(v) for k, v in frames.items()})
         self._check_geometry(where)
@@ -158,7 +158,7 @@ class Rig:
         cond = np.linalg.cond(normalised)
         if not cond < MAX_CONDITION:
             raise ValueError(
-                f"Rig file {where}: homography {h.tolist()} is singular or ill-conditioned (condition "
+                f"{where}: homography {h.tolist()} is singular or ill-conditioned (condition "
                 f"number {cond:.3g} in normalised image coordinates, limit {MAX_CONDITION:g}): it squashes "
                 "the thermal image onto a line or a point. Re-estimate it (tools/calibrate_rig.py) from "
                 "points that span the image, or check that rgb_size and thermal_size are the images' (H, W)."
@@ -167,7 +167,7 @@ class Rig:
         w = corners @ h[2, :2] + 1.0
         if (w <= 1e-6).any():
             raise ValueError(
-                f"Rig file {where}: homography {h.tolist()} sends part of the thermal image to infinity "
+                f"{where}: homography {h.tolist()} sends part of the thermal image to infinity "
                 "(its horizon line crosses the image), which no camera pair does. Re-estimate it with "
                 "tools/calibrate_rig.py."
             )
@@ -176,7 +176,7 @@ class Rig:
         rect = image_corners(self.rgb_size).astype(np.float32)
         if cv2.contourArea(quad) <= 0 or not cv2.isContourConvex(quad.reshape(-1, 1, 2)):
             raise ValueError(
-                f"Rig file {where}: homography {h.tolist()} folds the thermal image (its corners map to "
+                f"{where}: homography {h.tolist()} folds the thermal image (its corners map to "
                 f"{quad.round(1).tolist()}, not a convex outline). Re-estimate it with "
                 "tools/calibrate_rig.py."
             )
@@ -184,7 +184,7 @@ class Rig:
         coverage = overlap / float(rgb_h * rgb_w)
         if coverage < MIN_COVERAGE:
             raise ValueError(
-                f"Rig file {where}: the thermal image ({self.thermal_size[1]}x{self.thermal_size[0]}, WxH) "
+                f"{where}: the thermal image ({self.thermal_size[1]}x{self.thermal_size[0]}, WxH) "
                 f"covers {100 * coverage:.2f}% of the RGB image ({rgb_w}x{rgb_h}) under homography "
                 f"{h.tolist()} (corners at {quad.round(1).tolist()}). The homography must map thermal "
                 "pixels to RGB pixels (not the inverse), for these image sizes."
@@ -248,25 +248,25 @@ def size_guess_homography(
 
 # ----------------------------------------------------------------------------- the file
 def _parse(data, path: str) -> Rig:
-    where = repr(path)
+    where = f"Rig file {path!r}"
     if not isinstance(data, Mapping):
-        raise ValueError(f"Rig file {where} holds {type(data).__name__}, not a mapping of fields. {_FIX}")
+        raise ValueError(f"{where} holds {type(data).__name__}, not a mapping of fields. {_FIX}")
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
-        raise ValueError(f"Rig file {where} has no {', '.join(missing)}. {_FIX}")
+        raise ValueError(f"{where} has no {', '.join(missing)}. {_FIX}")
     version = data.get("version", RIG_VERSION)
     if version != RIG_VERSION:
         raise ValueError(
-            f"Rig file {where} has version {version!r}; this sartm_d2 reads version {RIG_VERSION}. Update "
+            f"{where} has version {version!r}; this sartm_d2 reads version {RIG_VERSION}. Update "
             "sartm_d2, or re-estimate the rig with this version's tools/calibrate_rig.py."
         )
     unknown = sorted(set(data) - {*_REQUIRED, "version", "residual_px", "frame_residuals_px"})
     if unknown:
-        raise ValueError(f"Rig file {where} has unknown field(s) {unknown} (a typo?). {_FIX}")
+        raise ValueError(f"{where} has unknown field(s) {unknown} (a typo?). {_FIX}")
     frames = data.get("frame_residuals_px") or {}
     if not isinstance(frames, Mapping):
         raise ValueError(
-            f"Rig file {where}: frame_residuals_px must map frame names to pixels, got {frames!r}."
+            f"{where}: frame_residuals_px must map frame names to pixels, got {frames!r}."
         )
     return Rig(
         homography=data["homography"],
@@ -337,17 +337,19 @@ def save_rig(rig: Rig, path: str | os.PathLike) -> str:
 # ----------------------------------------------------------------------------- the warp
 def check_rig_sizes(rig: Rig, rgb_shape, thermal_shape, rgb_path: str, thermal_path: str) -> None:
     """Raise if a pair is not of the sizes ``rig`` was made for, naming the file, its size and the rig's."""
-    where = f"rig file {rig.path!r}" if rig.path else "the rig"
-    for kind, shape, expected, path in (
-        ("RGB", rgb_shape, rig.rgb_size, rgb_path),
-        ("thermal", thermal_shape, rig.thermal_size, thermal_path),
-    ):
-        if tuple(shape[:2]) != tuple(expected):
-            raise ValueError(
-                f"{kind} image {path!r} is {shape[1]}x{shape[0]} (WxH), but {where} was made for "
-                f"{kind} images of {expected[1]}x{expected[0]}. Use the rig of the camera pair that took "
-                "it, or estimate one for these sizes with tools/calibrate_rig.py."
-            )
+    _check_size(rig, "RGB", rgb_shape, rgb_path)
+    _check_size(rig, "thermal", thermal_shape, thermal_path)
+
+
+def _check_size(rig: Rig, kind: str, shape, path: str) -> None:
+    expected = rig.rgb_size if kind == "RGB" else rig.thermal_size
+    if tuple(shape[:2]) != tuple(expected):
+        where = f"rig file {rig.path!r}" if rig.path else "the rig"
+        raise ValueError(
+            f"{kind} image {path!r} is {shape[1]}x{shape[0]} (WxH), but {where} was made for {kind} images "
+            f"of {expected[1]}x{expected[0]}. Use the rig of the camera pair that took it, or estimate one "
+            "for these sizes with tools/calibrate_rig.py."
+        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -383,13 +385,9 @@ def warp_thermal(thermal: np.ndarray, rig: Rig, *, path: str = "<array>") -> tup
         (float32 H x W at the rig's RGB size with NaN where not seen, bool H x W validity mask), see
         the module docstring. The per-pixel coordinates are computed once per rig and kept.
     """
-    if thermal.ndim != 2 or tuple(thermal.shape) != tuple(rig.thermal_size):
-        where = f"rig file {rig.path!r}" if rig.path else "the rig"
-        raise ValueError(
-            f"Thermal image {path!r} is {'x'.join(str(v) for v in thermal.shape[::-1])} (WxH), but {where} "
-            f"was made for thermal images of {rig.thermal_size[1]}x{rig.thermal_size[0]}. Use the rig of the "
-            "camera pair that took it, or estimate one for these sizes with tools/calibrate_rig.py."
-        )
+    if thermal.ndim != 2:
+        raise ValueError(f"warp_thermal: thermal image {path!r} is {thermal.shape}, not H x W (one channel).")
+    _check_size(rig, "thermal", thermal.shape, path)
     (mx, my), valid = _maps(rig.homography.tobytes(), rig.rgb_size, rig.thermal_size)
     warped = cv2.remap(
         thermal.astype(np.float32, copy=False), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE

@@ -19,8 +19,9 @@ cannot be trusted, each with a residual in RGB pixels:
   edges stay offset disagree with the others.
 
 :func:`alignment_offset` is also what ``datasets/check.py`` measures per pair: the translation left
-between the thermal edges (under the rig, or as they are) and the RGB edges, found by
-``cv2.findTransformECC`` (``MOTION_TRANSLATION``) coarse to fine.
+between the thermal edges (under the rig, or as they are) and the RGB edges, found by a global search
+at a coarse level (``cv2.matchTemplate``), refined by ``cv2.findTransformECC`` (``MOTION_TRANSLATION``)
+coarse to fine; None where it cannot be told rather than a guess.
 
 A homography relates the two images exactly only for a plane or a distant scene: place the board at
 the working distance, and use scenes whose content is mostly far (streets, not a hand in front of the
@@ -58,13 +59,13 @@ __all__ = [
 RANSAC_MIN_PAIRS = 8  # below this, every pair is used (RANSAC needs spare pairs to vote a mis-click out)
 PATTERN_KINDS = ("checkerboard", "circles")
 # A pixel is an edge pixel where its gradient magnitude exceeds EDGE_FACTOR x the image's median
-# magnitude (the noise level) and EDGE_FLOOR grey levels per pixel. Sensor noise alone puts about
-# 1e-5 of the pixels above it; a street scene 0.5-5%.
+# magnitude (the noise level) and EDGE_FLOOR grey levels per pixel: Gaussian noise alone exceeds 4x
+# its median magnitude at about 1e-5 of the pixels (the Rayleigh tail), so a flat scene has none.
 EDGE_FACTOR = 4.0
 EDGE_FLOOR = 1.0
 MIN_EDGE_FRACTION = 0.002
-# alignment_offset's default correlation floor: unrelated edge maps of CHANCE_PIXELS pixels match
-# up to about CHANCE_CORRELATION at some shift (synthetic scenes); chance falls as 1 / sqrt(pixels).
+# alignment_offset's default correlation floor: unrelated edge maps of CHANCE_PIXELS pixels reach
+# about CHANCE_CORRELATION at their best shift, and chance falls as 1 / sqrt(pixels).
 CHANCE_CORRELATION = 0.16
 CHANCE_PIXELS = 20000
 # alignment_offset: the best shift's correlation over the best one more than 3 pixels away (coarse level).
@@ -321,7 +322,7 @@ def calibrate_from_points(
     thermal_size: tuple[int, int],
     rgb_size: tuple[int, int],
     frames: Sequence[str] | None = None,
-    ransac_px: float = 3.0,
+    ransac_px: float = 5.0,
     max_residual_px: float = 3.0,
 ) -> Calibration:
     """A rig from clicked pixel pairs: ``thermal_xy[i]`` in the thermal image is ``rgb_xy[i]`` in RGB.
