@@ -15,7 +15,7 @@ import sartm_d2  # noqa: F401  (compat first)
 # isort: split
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from sartm_d2.data import read_rgbt, register_rgbt_sem_seg
+from sartm_d2.data import read_rgbt, register_rgbt_sem_seg, rig_calibration
 from sartm_d2.data.io import read_thermal
 from sartm_d2.data.rig import (
     Rig,
@@ -295,21 +295,44 @@ def test_points_recover_a_known_homography_and_drop_a_misclick():
         calibrate_from_points(src, clicked, thermal_size=THERMAL_SIZE, rgb_size=RGB_SIZE, max_residual_px=0.1)
 
 
+def _boards(rig, n=2, **kwargs):
+    """(name, thermal, RGB) of ``n`` board poses seen through ``rig``."""
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([7, i])
+        rgb, thermal = render_board_pair(rng, rig.homography, RGB_SIZE, THERMAL_SIZE, **kwargs)
+        out.append((f"board{i}", thermal, rgb))
+    return out
+
+
 @pytest.mark.parametrize("kind, pattern", [("checkerboard", (9, 6)), ("circles", (7, 5))])
 def test_a_heated_board_recovers_a_known_homography(kind, pattern):
     rig = Rig(random_rig_homography(np.random.default_rng(6), THERMAL_SIZE, RGB_SIZE), RGB_SIZE, THERMAL_SIZE)
-    frames = []
-    for i in range(2):
-        rgb, thermal = render_board_pair(
-            np.random.default_rng([7, i]), rig.homography, RGB_SIZE, THERMAL_SIZE, pattern=pattern, kind=kind
-        )
-        frames.append((f"board{i}", thermal, rgb))
+    frames = _boards(rig, pattern=pattern, kind=kind)
     cal = calibrate_from_pattern(frames, pattern, kind=kind)
-    assert corner_error(rig, cal.rig.homography) < 1.0
+    assert corner_error(rig, cal.rig.homography) < 0.25  # sub-pixel points (whole pixels: about 0.35)
     assert cal.rig.method == kind and set(cal.rig.frame_residuals_px) == {"board0", "board1"}
     blank = [("blank", np.full(THERMAL_SIZE, 100, np.uint8), np.full((*RGB_SIZE, 3), 100, np.uint8))]
     with pytest.raises(CalibrationError, match="No frame shows the .* in both images"):
         calibrate_from_pattern(blank, pattern, kind=kind)
+
+
+def test_a_board_found_from_another_corner_in_one_camera_is_matched(monkeypatch):
+    """Detectors may start the grid at the opposite corner in one camera (a heated board's inverted
+    polarity): the calibration must pair the points by the upright order, not trust the detector's."""
+    rig = Rig(random_rig_homography(np.random.default_rng(6), THERMAL_SIZE, RGB_SIZE), RGB_SIZE, THERMAL_SIZE)
+    frames = _boards(rig)
+    plain = calibrate_from_pattern(frames, (9, 6)).rig.homography
+    detect = rig_calibration.detect_pattern
+
+    def reversed_in_thermal(image, pattern, kind="checkerboard"):
+        points = detect(image, pattern, kind)
+        return points[::-1] if image.ndim == 2 else points
+
+    monkeypatch.setattr(rig_calibration, "detect_pattern", reversed_in_thermal)
+    cal = calibrate_from_pattern(frames, (9, 6))
+    assert corner_error(rig, cal.rig.homography) < 0.25
+    np.testing.assert_allclose(cal.rig.homography, plain, rtol=1e-6, atol=1e-9)  # the very same pairs
 
 
 def _scenes(rig, n, seed=0):
@@ -401,6 +424,11 @@ def test_alignment_offset_measures_a_known_shift():
     horizon = np.zeros((240, 320), np.float32)
     horizon[120:] = 200
     assert alignment_offset(np.repeat(horizon[:, :, None], 3, 2).astype(np.uint8), horizon) is None
+    # A repeating pattern one period off looks aligned: no answer rather than a wrong one.
+    stripes = np.tile(((np.arange(320) // 8) % 2 * 150 + 50).astype(np.float32), (240, 1))
+    stripes[120:] += 40
+    rolled = np.roll(stripes, 16, axis=1)
+    assert alignment_offset(np.repeat(stripes[:, :, None], 3, 2).astype(np.uint8), rolled) is None
 
 
 def test_check_names_a_misaligned_pair_and_keeps_its_other_checks(tmp_path, own, caplog):
