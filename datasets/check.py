@@ -10,12 +10,13 @@ alignment only. It also logs the number of images, their sizes and conditions. E
 problem was found.
 
 Alignment: for every pair it measures how far the thermal edges sit from the RGB edges, in the RGB
-frame (under the set's rig file, or as stored for an aligned set): the translation that a small
-ECC search on the two edge maps finds (``sartm_d2.data.rig_calibration.alignment_offset``). A pair
-offset by more than ``--max-offset`` RGB pixels is a problem naming its files (sync drift, a bumped
-mount, a wrong rig). Pairs without edges in both images (a flat or tiny image) are counted as not
-measured, not as problems. ``--alignment-csv FILE`` writes every pair's offset; ``--no-alignment``
-skips the measurement.
+frame (under the set's rig file, or as stored for an aligned set): the translation between the two
+edge maps, searched over shifts up to 32 px (at most 15% of the short side) and refined by ECC
+(``sartm_d2.data.rig_calibration.alignment_offset``). A pair offset by more than ``--max-offset`` RGB
+pixels is a problem naming its files (sync drift, a bumped mount, a wrong rig). Pairs whose edges
+cannot be compared (a flat or tiny image, edges along one direction only, a dark RGB frame) are
+counted as not measured, not as problems. ``--alignment-csv FILE`` writes every pair's offset;
+``--no-alignment`` skips the measurement.
 
 ``--register MODULE`` (repeatable) imports your module first, by dotted name (found from the
 current directory, as ``python -m`` would) or as a path to a ``.py`` file, so that the sets it
@@ -114,7 +115,8 @@ def check_dataset(
     """Every problem of the registered set ``name`` (an empty list when it is fine).
 
     ``alignment``: also measure each pair's edge offset (problems above ``max_offset`` RGB pixels);
-    ``rows``: a list that receives one dict per measured pair (``ALIGNMENT_COLUMNS``).
+    ``rows``: a list that receives one dict per pair read (``ALIGNMENT_COLUMNS``; status "ok", "off"
+    or "not measured").
     """
     rows = [] if rows is None else rows
     first_row = len(rows)

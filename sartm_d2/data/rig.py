@@ -115,7 +115,7 @@ class Rig:
     method: str = "manual"
     residual_px: float | None = None
     frame_residuals_px: Mapping[str, float] = field(default_factory=dict)
-    path: str | None = field(default=None, compare=False)
+    path: str | None = None
 
     def __post_init__(self):
         where = f"Rig file {self.path!r}" if self.path else "Rig"
