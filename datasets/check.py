@@ -9,6 +9,15 @@ Unlabelled sets (registered with ``gt_root=None``) are checked for RGB / thermal
 alignment only. It also logs the number of images, their sizes and conditions. Exit code 1 if any
 problem was found.
 
+Alignment: for every pair it measures how far the thermal edges sit from the RGB edges, in the RGB
+frame (under the set's rig file, or as stored for an aligned set): the translation between the two
+edge maps, searched over shifts up to 32 px (at most 15% of the short side) and refined by ECC
+(``sartm_d2.data.rig_calibration.alignment_offset``). A pair offset by more than ``--max-offset`` RGB
+pixels is a problem naming its files (sync drift, a bumped mount, a wrong rig). Pairs whose edges
+cannot be compared (a flat or tiny image, edges along one direction only, a dark RGB frame) are
+counted as not measured, not as problems. ``--alignment-csv FILE`` writes every pair's offset;
+``--no-alignment`` skips the measurement.
+
 ``--register MODULE`` (repeatable) imports your module first, by dotted name (found from the
 current directory, as ``python -m`` would) or as a path to a ``.py`` file, so that the sets it
 registers can be checked: ``python datasets/check.py --register my_datasets my_set_train``.
@@ -20,8 +29,10 @@ training.
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import os
+import statistics
 import sys
 from collections import Counter
 
@@ -32,6 +43,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from sartm_d2.data import scan_split
 from sartm_d2.data.io import check_label_values, read_label, read_rgbt
+from sartm_d2.data.rig_calibration import alignment_offset
 from sartm_d2.utils.env import import_user_module
 
 logger = logging.getLogger("sartm_d2.check")
@@ -46,6 +58,10 @@ PUBLISHED_COUNTS = {
     "fmb_train": 1220,
     "fmb_test": 280,
 }
+# Default --max-offset: RGB pixels between thermal and RGB edges above which a pair is reported.
+MAX_OFFSET_PX = 4.0
+ALIGNMENT_COLUMNS = ("dataset", "image_id", "file_name", "thermal_file_name", "rig_file", "dx_px", "dy_px",
+                     "offset_px", "correlation", "status")
 
 
 def _foreign_records(name: str, not_ours: KeyError) -> tuple[list[dict], list[str]]:
@@ -69,8 +85,41 @@ def _foreign_records(name: str, not_ours: KeyError) -> tuple[list[dict], list[st
     return records, []
 
 
-def check_dataset(name: str) -> list[str]:
-    """Every problem of the registered set ``name`` (an empty list when it is fine)."""
+def _alignment(name: str, record: dict, rgb, thermal, max_offset: float, rows: list) -> str | None:
+    """One pair's edge offset (a row into ``rows``); the problem if it exceeds ``max_offset`` pixels."""
+    found = alignment_offset(rgb, thermal)
+    rig = record.get("rig_file")
+    status = "not measured" if found is None else "off" if found.offset > max_offset else "ok"
+    figures = {"dx_px": "", "dy_px": "", "offset_px": "", "correlation": ""}
+    if found is not None:
+        figures = {"dx_px": f"{found.dx:.2f}", "dy_px": f"{found.dy:.2f}", "offset_px": f"{found.offset:.2f}",
+                   "correlation": f"{found.correlation:.3f}"}
+    rows.append({
+        "dataset": name, "image_id": record.get("image_id"), "file_name": record["file_name"],
+        "thermal_file_name": record["thermal_file_name"], "rig_file": rig or "", **figures, "status": status,
+    })
+    if status != "off":
+        return None
+    under = f"under rig file {rig!r}" if rig else "as stored (no rig file: the pair should be pixel-aligned)"
+    return (
+        f"thermal image {record['thermal_file_name']!r} is offset by ({found.dx:+.1f}, {found.dy:+.1f}) px "
+        f"({found.offset:.1f} px > --max-offset {max_offset:g}) from the edges of RGB image "
+        f"{record['file_name']!r}, {under}: sync drift, a bumped mount or a wrong rig. Check the pair, "
+        "re-estimate the rig (tools/calibrate_rig.py), or leave the pair out."
+    )
+
+
+def check_dataset(
+    name: str, *, max_offset: float = MAX_OFFSET_PX, alignment: bool = True, rows: list | None = None
+) -> list[str]:
+    """Every problem of the registered set ``name`` (an empty list when it is fine).
+
+    ``alignment``: also measure each pair's edge offset (problems above ``max_offset`` RGB pixels);
+    ``rows``: a list that receives one dict per pair read (``ALIGNMENT_COLUMNS``; status "ok", "off"
+    or "not measured").
+    """
+    rows = [] if rows is None else rows
+    first_row = len(rows)
     try:
         records, problems = scan_split(name)
     except KeyError as e:
@@ -94,7 +143,11 @@ def check_dataset(name: str) -> list[str]:
             problems.append(f"{name!r}: record {record.get('image_id')!r} names absent file(s) {absent}")
             continue
         try:
-            rgb, _ = read_rgbt(record, "percentile")
+            rgb, thermal = read_rgbt(record, "percentile")
+            if alignment:  # measured whatever the label holds: the two are separate problems
+                off = _alignment(name, record, rgb, thermal, max_offset, rows)
+                if off:
+                    problems.append(off)
             label_path = record.get("sem_seg_file_name")
             if label_path:
                 label = read_label(label_path, expected_shape=rgb.shape[:2])
@@ -111,7 +164,21 @@ def check_dataset(name: str) -> list[str]:
     logger.info("%s: %d images%s%s; sizes (WxH): %s", name, len(records), note, unlabelled, dict(sizes))
     if conditions:
         logger.info("%s: conditions: %s", name, dict(conditions))
+    if alignment and records:
+        _log_alignment(name, rows[first_row:], max_offset)
     return problems
+
+
+def _log_alignment(name: str, rows: list[dict], max_offset: float) -> None:
+    measured = [r for r in rows if r["status"] != "not measured"]
+    line = f"{name}: alignment (thermal edges vs RGB edges): {len(measured)} of {len(rows)} pairs measured"
+    if measured:
+        offsets = [float(r["offset_px"]) for r in measured]
+        worst = max(measured, key=lambda r: float(r["offset_px"]))
+        off = sum(r["status"] == "off" for r in measured)
+        line += (f"; offset median {statistics.median(offsets):.2f} px, largest {max(offsets):.2f} px "
+                 f"({worst['thermal_file_name']}); {off} above --max-offset {max_offset:g} px")
+    logger.info("%s", line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         "can be checked; repeatable",
     )
     parser.add_argument("names", nargs="+", help="registered dataset names, e.g. mfnet_train my_set_train")
+    parser.add_argument("--max-offset", type=float, default=MAX_OFFSET_PX, metavar="PX",
+                        help="report pairs whose thermal edges sit more than PX RGB pixels from the RGB "
+                        "edges (default %(default)s)")
+    parser.add_argument("--no-alignment", action="store_true", help="skip the alignment measurement")
+    parser.add_argument("--alignment-csv", metavar="FILE", help="write every pair's measured offset to FILE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for module in args.register:
@@ -136,12 +208,21 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("--register %s: importing it failed: %s: %s", module, type(e).__name__, e)
             return 1
     failed = 0
+    rows: list[dict] = []
     for name in args.names:
-        problems = check_dataset(name)
+        problems = check_dataset(
+            name, max_offset=args.max_offset, alignment=not args.no_alignment, rows=rows
+        )
         for p in problems:
             logger.error("%s: PROBLEM: %s", name, p)
         logger.info("%s: %s", name, f"{len(problems)} problem(s)" if problems else "OK")
         failed += bool(problems)
+    if args.alignment_csv:
+        with open(args.alignment_csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=ALIGNMENT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        logger.info("Wrote the alignment of %d pair(s) to %s.", len(rows), args.alignment_csv)
     return 1 if failed else 0
 
 

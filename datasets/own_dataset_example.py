@@ -5,9 +5,10 @@ As a MODULE it registers three splits of one folder with ``sartm_d2.data.registe
 train_net.py, demo/demo.py and datasets/check.py import it with ``--register``::
 
     $OWN_RGBT_ROOT (default datasets/OwnRGBT)/
-      rgb/<name>.<png|jpg|bmp|tif>      aligned RGB images
-      thermal/<name>.<png|tif>          8- or 16-bit thermal images of the same size
-      labels/<name>.png                 class ids 0..K-1 (CLASSES below), 255 = ignore
+      rgb/<name>.<png|jpg|bmp|tif>      RGB images
+      thermal/<name>.<png|tif>          8- or 16-bit thermal images of the same size (aligned), or
+      rig.json                          with this rig file (tools/calibrate_rig.py) of any size
+      labels/<name>.png                 class ids 0..K-1 (CLASSES below), 255 = ignore, RGB frame
       train.txt val.txt test.txt        one name per line
 
     python train_net.py --register datasets/own_dataset_example.py --config-file configs/own-dataset.yaml
@@ -45,7 +46,11 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 
 def register(root: str) -> list[str]:
-    """Register own_rgbt_{train,val,test}; the test split is evaluation-only (never used for selection)."""
+    """Register own_rgbt_{train,val,test}; the test split is evaluation-only (never used for selection).
+
+    A ``rig.json`` in ``root`` maps the thermal images into the RGB frame (cameras not pixel-aligned).
+    """
+    rig = os.path.join(root, "rig.json")
     names = []
     for split in SPLITS:
         name = f"own_rgbt_{split}"
@@ -58,6 +63,7 @@ def register(root: str) -> list[str]:
             colors=COLORS,
             image_list=os.path.join(root, f"{split}.txt"),
             test_split=split == "test",
+            rig=rig if os.path.isfile(rig) else None,
         )
         names.append(name)
     return names

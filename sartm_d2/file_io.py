@@ -6,11 +6,13 @@
   PathManager cache (``$FVCORE_CACHE``, default ``~/.torch/iopath_cache``), the same cache that
   ``MODEL.WEIGHTS`` URLs go through in detectron2's checkpointer, and checked against the
   publisher's SHA-256 where it is known (:func:`publisher_sha256`).
-- :func:`atomic_torch_save`: a run killed mid-write never leaves a truncated checkpoint or cache file.
+- :func:`atomic_torch_save`, :func:`atomic_write_text`: a run killed mid-write never leaves a truncated
+  checkpoint, cache or rig file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -22,6 +24,7 @@ import torch
 __all__ = [
     "OFFICIAL_SHA256",
     "atomic_torch_save",
+    "atomic_write_text",
     "is_url",
     "publisher_sha256",
     "resolve_weights",
@@ -160,15 +163,16 @@ def resolve_weights(
     return local
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` through a temporary file in the same folder and an atomic rename."""
+@contextlib.contextmanager
+def _atomic_file(path: str | os.PathLike, mode: str):
+    """An open temporary file in ``path``'s folder, renamed onto ``path`` only when the block succeeds."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -176,3 +180,15 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` through a temporary file in the same folder and an atomic rename."""
+    with _atomic_file(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename (never half a file)."""
+    with _atomic_file(path, "w") as f:
+        f.write(text)

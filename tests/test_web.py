@@ -126,7 +126,7 @@ def web(model_files, server_process, tmp_path_factory):
     (It asks for ``server_process`` so that the page boots on the other core meanwhile.)
     """
     with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(DEMO_DIR)  # as `python demo/web.py` sees its neighbours (drawing, model_options, ...)
+        mp.syspath_prepend(DEMO_DIR)  # as `python demo/web.py` sees its neighbours (drawing, ...)
         spec = importlib.util.spec_from_file_location("sartm_web", WEB)
         module = importlib.util.module_from_spec(spec)
         mp.setitem(sys.modules, "sartm_web", module)  # its dataclass resolves annotations through it

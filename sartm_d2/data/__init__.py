@@ -1,5 +1,6 @@
 """RGB-T data: file reading (``io``), datasets (``datasets``: the folder loader, the built-in sets'
-metadata and registration), the two synthetic families (``synthetic``, ``synthetic_mfnet``) and the mapper.
+metadata and registration), rigs of cameras that are not pixel-aligned (``rig``, ``rig_calibration``),
+the two synthetic families (``synthetic``, ``synthetic_mfnet``) and the mapper.
 
 Importing this package registers every built-in RGB-T dataset under ``$DETECTRON2_DATASETS``
 (lazily); ``register_rgbt_sem_seg`` registers your own. ``import_user_module`` lives in
@@ -20,20 +21,25 @@ from .datasets import (
     scan_split,
 )
 from .io import check_label_values, read_label, read_rgbt, remap_background
+from .rig import Rig, load_rig, save_rig, warp_thermal
 
 __all__ = [
     "RGBTDatasetMapper",
+    "Rig",
     "check_label_values",
     "default_palette",
     "get_classes",
     "import_user_module",
     "load_rgbt_sem_seg",
     "load_rgbt_split",
+    "load_rig",
     "read_label",
     "read_rgbt",
     "register_all_rgbt",
     "register_rgbt_sem_seg",
     "remap_background",
+    "save_rig",
     "scan_rgbt_sem_seg",
     "scan_split",
+    "warp_thermal",
 ]

@@ -16,6 +16,9 @@ Conventions (the shared data contract):
     1st..99th percentile stretched to 0..255 and clipped: robust to a few hot pixels),
     ``"minmax"`` (per image, min..max) or ``"fixed"`` (divide by 257, the full 16-bit range, so
     temperatures keep their meaning across images). A constant image maps to mid-grey (127.5).
+  * Cameras that are not pixel-aligned (other sizes, fields of view, an offset): with a rig file
+    (``sartm_d2.data.rig``) the normalised thermal image is warped into the RGB frame, at the RGB
+    size, with NaN where the thermal camera does not see the RGB image.
 
 - Labels come back as ``uint8`` H x W class ids, 255 = ignore. They may be PNG, TIFF or BMP, never
   JPEG: its lossy compression invents ids along every class border.
@@ -35,6 +38,8 @@ from collections.abc import Mapping
 
 import cv2
 import numpy as np
+
+from .rig import Rig, check_rig_sizes, load_rig, warp_thermal
 
 logger = logging.getLogger(__name__)
 
@@ -148,16 +153,24 @@ def read_thermal(path: str, thermal_16bit_norm: str = "percentile") -> np.ndarra
     return normalize_thermal(_thermal_plane(read_image(path), path), thermal_16bit_norm, path=path)
 
 
-def read_rgbt(record: Mapping, thermal_16bit_norm: str = "percentile") -> tuple[np.ndarray, np.ndarray]:
-    """Read a record's aligned RGB and thermal images.
+def read_rgbt(
+    record: Mapping, thermal_16bit_norm: str = "percentile", rig: Rig | str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a record's RGB and thermal images, the thermal one in the RGB image's frame.
 
     Args:
         record: a dataset dict with "file_name" and "thermal_file_name" (equal for 4-channel RGBT
-            images).
+            images), and optionally "rig_file" (what ``register_rgbt_sem_seg(..., rig=)`` puts there).
         thermal_16bit_norm: "percentile", "minmax" or "fixed" (cfg.INPUT.THERMAL_16BIT_NORM).
+        rig: the camera pair's rig (a :class:`~sartm_d2.data.rig.Rig` or a rig file), for pairs that
+            are not pixel-aligned; default: the record's "rig_file", else none.
 
     Returns:
-        (rgb uint8 H x W x 3 in RGB order, thermal float32 H x W in 0..255).
+        (rgb uint8 H x W x 3 in RGB order, thermal float32 H x W in 0..255). Without a rig the two
+        are of one size (else an error). With a rig they must be of the rig's sizes; the thermal
+        image is normalised (16-bit) in its own frame, then warped once into the RGB frame, and holds
+        NaN where the thermal camera does not see the RGB image (``np.isfinite`` gives the validity
+        mask; see ``sartm_d2.data.rig``).
     """
     if thermal_16bit_norm not in THERMAL_16BIT_NORMS:
         raise ValueError(
@@ -171,6 +184,10 @@ def read_rgbt(record: Mapping, thermal_16bit_norm: str = "percentile") -> tuple[
             f"Record for {rgb_path!r} has no 'thermal_file_name'; RGB-T records need one (set it to "
             "file_name for 4-channel RGBT images)."
         )
+    if rig is None and record.get("rig_file"):
+        rig = record["rig_file"]
+    if rig is not None and not isinstance(rig, Rig):
+        rig = load_rig(rig)
     img = read_image(rgb_path)
     if thermal_path == rgb_path:
         if img.ndim != 3 or img.shape[2] != 4:
@@ -180,8 +197,7 @@ def read_rgbt(record: Mapping, thermal_16bit_norm: str = "percentile") -> tuple[
                 "thermal folder (thermal_root) if thermal images are stored separately."
             )
         rgb = _to_uint8_rgb(img[:, :, :3], rgb_path)
-        thermal = normalize_thermal(img[:, :, 3], thermal_16bit_norm, path=rgb_path)
-        return rgb, thermal
+        return rgb, _thermal_in_rgb_frame(rgb, img[:, :, 3], thermal_16bit_norm, rig, rgb_path, rgb_path)
 
     if img.ndim == 2:
         raise ValueError(f"RGB image {rgb_path!r} is {_describe(img)}; expected a 3-channel colour image.")
@@ -193,14 +209,24 @@ def read_rgbt(record: Mapping, thermal_16bit_norm: str = "percentile") -> tuple[
     rgb = _to_uint8_rgb(img, rgb_path)
     timg = read_image(thermal_path)
     plane = _thermal_plane(timg, thermal_path)
-    if plane.shape != rgb.shape[:2]:
+    return rgb, _thermal_in_rgb_frame(rgb, plane, thermal_16bit_norm, rig, rgb_path, thermal_path)
+
+
+def _thermal_in_rgb_frame(rgb, plane, thermal_16bit_norm, rig, rgb_path, thermal_path) -> np.ndarray:
+    """The thermal plane normalised, then (with a rig) warped into the RGB frame; the sizes checked."""
+    if rig is not None:
+        check_rig_sizes(rig, rgb.shape, plane.shape, rgb_path, thermal_path)
+    elif plane.shape != rgb.shape[:2]:
         raise ValueError(
             f"RGB and thermal sizes differ: {rgb_path!r} is {rgb.shape[1]}x{rgb.shape[0]} and "
             f"{thermal_path!r} is {plane.shape[1]}x{plane.shape[0]} (WxH). The pair must be registered "
-            "(pixel-aligned) and of equal size."
+            "(pixel-aligned) and of equal size, or come with a rig file that maps thermal into the RGB "
+            "image (tools/calibrate_rig.py; register_rgbt_sem_seg(..., rig=...))."
         )
     thermal = normalize_thermal(plane, thermal_16bit_norm, path=thermal_path)
-    return rgb, thermal
+    if rig is not None:
+        thermal, _ = warp_thermal(thermal, rig, path=thermal_path)
+    return thermal
 
 
 def read_label(path: str, expected_shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -6,13 +6,15 @@ stem and returns the records of the shared data contract:
 
 - ``file_name``: the RGB image; ``thermal_file_name``: the thermal image (``== file_name`` for a
   4-channel R, G, B, T image); ``sem_seg_file_name``: the label image (absent for unlabelled sets);
-  ``image_id``: the stem; ``condition`` (optional): e.g. ``day`` / ``night``.
+  ``image_id``: the stem; ``condition`` (optional): e.g. ``day`` / ``night``; ``rig_file`` (optional):
+  the rig file that maps thermal into the RGB frame when the two cameras are not pixel-aligned
+  (``sartm_d2.data.rig``; ``io.read_rgbt`` applies it).
 
 :func:`register_rgbt_sem_seg` (like ``register_coco_instances``) registers a set under a name;
-``datasets/README.md`` ("Your own dataset") shows a complete example. Registering never touches the
-disk: a set that is not prepared only fails when it is used, with one error that names the folders
-and files at fault (every problem is collected first). The built-in sets (``builtin``) go through the
-same loader and the same registration path (``_register``).
+``datasets/README.md`` ("Your own dataset") shows a complete example. Registering touches no file but
+a rig file (checked at once): a set that is not prepared only fails when it is used, with one error
+that names the folders and files at fault (every problem is collected first). The built-in sets
+(``builtin``) go through the same loader and the same registration path (``_register``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..io import IMAGE_EXTENSIONS, lossy_label_error
+from ..rig import load_rig
 
 __all__ = ["default_palette", "load_rgbt_sem_seg", "register_rgbt_sem_seg", "scan_rgbt_sem_seg"]
 
@@ -162,12 +165,14 @@ def scan_rgbt_sem_seg(
     condition_fn: Callable[[str], str | None] | None = None,
     conditions: Sequence[str] | None = None,
     select: Callable[[list[dict]], list[dict]] | None = None,
+    rig_file: str | os.PathLike | None = None,
     dataset_name: str | None = None,
 ) -> tuple[list[dict], list[str]]:
     """:func:`load_rgbt_sem_seg` without raising: (complete records, every problem found).
 
     ``datasets/check.py`` reports the problems; the loader raises them all at once. A folder or
-    list file that does not exist still raises FileNotFoundError (nothing can be paired without it).
+    list file that does not exist still raises FileNotFoundError (nothing can be paired without it),
+    and so does a missing rig file (a bad one: ValueError).
     """
     what = f"Dataset {dataset_name!r}" if dataset_name else f"RGB-T set {os.fspath(rgb_root)!r}"
     rgb_root = os.fspath(rgb_root)
@@ -178,6 +183,9 @@ def scan_rgbt_sem_seg(
     if gt_root is not None:
         folders.append(("label", "gt_root", os.fspath(gt_root), "sem_seg_file_name"))
     cond_lists = {c: os.fspath(p) for c, p in (condition_lists or {}).items()}
+    if rig_file is not None:
+        rig_file = os.fspath(rig_file)
+        load_rig(rig_file)
 
     # 1. The names: the list file, else the RGB folder. An empty set needs no other folder.
     index: dict[str, _Folder] = {}
@@ -255,6 +263,8 @@ def scan_rgbt_sem_seg(
             out["image_id"] = n
             if "condition" in cand:
                 out["condition"] = cand["condition"]
+            if rig_file is not None:
+                out["rig_file"] = rig_file
             records.append(out)
     for path, stems in missing.items():
         shown = ", ".join(repr(os.path.join(path, f"{s}.*")) for s in stems[:_SHOWN])
@@ -292,6 +302,7 @@ def load_rgbt_sem_seg(
     condition_fn: Callable[[str], str | None] | None = None,
     conditions: Sequence[str] | None = None,
     select: Callable[[list[dict]], list[dict]] | None = None,
+    rig_file: str | os.PathLike | None = None,
     dataset_name: str | None = None,
 ) -> list[dict]:
     """Pair RGB, thermal and label images by file stem into RGB-T records (reads no image).
@@ -311,6 +322,9 @@ def load_rgbt_sem_seg(
         conditions: the allowed condition values, in report order; another value is a problem.
         select: keeps a subset: called with one dict per name, in order, holding "image_id" and, with
             conditions, "condition"; returns those to keep (``lambda rs: rs[::10]`` is a hold-out).
+        rig_file: a rig file (``sartm_d2.data.rig``; ``tools/calibrate_rig.py`` writes one) for cameras
+            that are not pixel-aligned: checked here and put on every record as "rig_file", so that
+            ``io.read_rgbt`` warps thermal into the RGB frame. RGB and labels stay as they are.
         dataset_name: the registered name, quoted in errors.
 
     Returns:
@@ -327,6 +341,7 @@ def load_rgbt_sem_seg(
         condition_fn=condition_fn,
         conditions=conditions,
         select=select,
+        rig_file=rig_file,
         dataset_name=dataset_name,
     )
     _raise_problems(problems)
@@ -429,8 +444,9 @@ def register_rgbt_sem_seg(
     ignore_label: int = 255,
     evaluator_type: str = "sem_seg",
     test_split: bool = False,
+    rig: str | os.PathLike | None = None,
 ) -> None:
-    """Register your own aligned RGB + thermal set under ``name`` (lazily: touches no file).
+    """Register your own RGB + thermal set under ``name`` (lazily: touches no file but ``rig``).
 
     ``DatasetCatalog.get(name)`` then returns :func:`load_rgbt_sem_seg`'s records (see it for
     ``rgb_root`` ... ``select``); registering ``name`` again replaces it. Use the name in
@@ -448,6 +464,11 @@ def register_rgbt_sem_seg(
         evaluator_type: detectron2's metadata field; "sem_seg".
         test_split: mark the set as evaluation-only (metadata ``test_split``): training refuses it as
             DATASETS.VAL, so no model is selected on test data.
+        rig: the rig file of a camera pair that is not pixel-aligned (thermal of another size, field
+            of view or offset; ``tools/calibrate_rig.py`` writes it). Read and checked now (a missing
+            or bad file raises here, naming it), then named on every record (``rig_file``) and in the
+            metadata (``rig_file``): the thermal image is warped into the RGB frame as it is read, so
+            labels and predictions are in the RGB frame. Default: the pairs are aligned.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"register_rgbt_sem_seg: name must be a non-empty string, got {name!r}.")
@@ -469,8 +490,14 @@ def register_rgbt_sem_seg(
         "condition_fn": condition_fn,
         "conditions": None if conditions is None else list(conditions),
         "select": select,
+        "rig_file": None if rig is None else os.fspath(rig),
         "dataset_name": name,
     }
+    if rig is not None:
+        try:
+            load_rig(rig)
+        except (FileNotFoundError, ValueError) as e:
+            raise type(e)(f"Dataset {name!r} (rig=): {e}") from e
     roots = [p for p in (kwargs["rgb_root"], kwargs["thermal_root"], kwargs["gt_root"]) if p is not None]
     try:
         dataset_root = os.path.commonpath(roots)
@@ -482,6 +509,7 @@ def register_rgbt_sem_seg(
         "thermal_root": kwargs["thermal_root"] or kwargs["rgb_root"],
         "sem_seg_root": kwargs["gt_root"],
         "image_list": kwargs["image_list"],
+        "rig_file": kwargs["rig_file"],
     }
     meta = _metadata(name, classes, colors, ignore_label, evaluator_type, conditions, test_split, folders)
     _register(
