@@ -149,6 +149,9 @@ def add_sartm_config(cfg):
     # Weight (>= 0; 0 = off) of the stand-in supervision: on every clean pair, each stream's stand-in
     # (predicted from the other stream) should match the stream's own features (losses.standin_loss).
     cfg.MODEL.SARTM.ROBUST.STANDIN_WEIGHT = 0.0
+    # The trust (0..1] at which a reliability gate lets a stream through exactly: min(1, trust / this),
+    # so that on a healthy pair the fusion sees the streams themselves. 1.0 = the trust itself.
+    cfg.MODEL.SARTM.ROBUST.TRUST_OPEN_AT = 1.0
     # True: train only the parts a healthy pair does not use (trust gates, stand-ins, "absent"
     # embeddings); every other weight stays as loaded from MODEL.WEIGHTS (a plain model), so with the
     # gates open the clean path IS the plain model's. The recipe's second stage (README "Any modality").

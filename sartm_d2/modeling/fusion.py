@@ -50,6 +50,8 @@ __all__ = [
     "STANDINS",
     "StandIn",
     "TrustGate",
+    "open_trust",
+    "pool_to_level",
     "ModalityWeighting",
     "FeatureRectification",
     "FeatureFusion",
@@ -296,6 +298,7 @@ class RGBTFusion(nn.Module):
         features: dict[str, torch.Tensor],
         text_embeddings: torch.Tensor | None = None,
         present: torch.Tensor | None = None,
+        thermal_valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
@@ -303,6 +306,10 @@ class RGBTFusion(nn.Module):
                 Without ``present`` that is 2B rows (B of each); with it, only the present streams.
             text_embeddings: (K, Dt) class text embeddings; required iff ``requires_text``.
             present: optional (B, 2) bool, whether sample b has RGB (column 0) and thermal (column 1).
+            thermal_valid: optional (B, 1, H, W) float, 1 where the input's thermal pixel holds data (a
+                rig's thermal camera sees that RGB pixel), 0 where not: per location of a level, the
+                thermal stream is blended towards its "absent" embedding by the share of invalid pixels,
+                a missing camera at those pixels.
         Returns:
             per level the fused (B, C, h, w) tensor.
         """
@@ -314,17 +321,23 @@ class RGBTFusion(nn.Module):
             b = features[LEVELS[0]].shape[0] // 2
             present = torch.ones(b, 2, dtype=torch.bool, device=features[LEVELS[0]].device)
         return {
-            name: fuse(*self._streams(name, features[name], present), text_embeddings)
+            name: fuse(*self._streams(name, features[name], present, thermal_valid), text_embeddings)
             for name, fuse in self.levels.items()
         }
 
-    def _streams(self, name: str, x: torch.Tensor, present: torch.Tensor | None):
-        """The (B, C, h, w) RGB and thermal maps of level ``name``: rows of ``x``, or "absent" embeddings."""
+    def _streams(self, name: str, x: torch.Tensor, present: torch.Tensor | None,
+                 thermal_valid: torch.Tensor | None = None):
+        """The (B, C, h, w) RGB and thermal maps of level ``name``: rows of ``x``, or "absent" embeddings
+        (for a missing stream, and for the thermal stream where ``thermal_valid`` says it has no data)."""
         if present is None:
-            return x.chunk(2, dim=0)
-        n_rgb = int(present[:, 0].sum())
-        rgb = _fill_absent(x[:n_rgb], present[:, 0], self.absent[name][0])
-        thermal = _fill_absent(x[n_rgb:], present[:, 1], self.absent[name][1])
+            rgb, thermal = x.chunk(2, dim=0)
+        else:
+            n_rgb = int(present[:, 0].sum())
+            rgb = _fill_absent(x[:n_rgb], present[:, 0], self.absent[name][0])
+            thermal = _fill_absent(x[n_rgb:], present[:, 1], self.absent[name][1])
+        if thermal_valid is not None:
+            v = pool_to_level(thermal_valid, thermal, self._input_shape[name].stride)
+            thermal = v * thermal + (1.0 - v) * self.absent[name][1].to(thermal.dtype).view(1, -1, 1, 1)
         return rgb, thermal
 
 
@@ -494,13 +507,18 @@ class ReliabilityFusion(PaperFusion):
 
     @configurable
     def __init__(self, *, input_shape, text_dim=None, cmx_reduction: int = 1, cmx_num_heads: int = 8,
-                 standin: str = "embedding"):
+                 standin: str = "embedding", open_at: float = 1.0):
         """Args: see :class:`PaperFusion`; one :class:`TrustGate` and one :class:`StandIn` per stream
-        and level are added. ``standin``: "embedding" or "hallucinate" (MODEL.SARTM.ROBUST.STANDIN)."""
+        and level are added. ``standin``: "embedding" or "hallucinate" (MODEL.SARTM.ROBUST.STANDIN);
+        ``open_at``: the trust at which a gate is fully open (:func:`open_trust`,
+        MODEL.SARTM.ROBUST.TRUST_OPEN_AT)."""
         super().__init__(input_shape=input_shape, text_dim=text_dim, cmx_reduction=cmx_reduction,
                          cmx_num_heads=cmx_num_heads)
         if standin not in STANDINS:
             raise ValueError(f"MODEL.SARTM.ROBUST.STANDIN must be one of {STANDINS}, got {standin!r}.")
+        if not 0.0 < open_at <= 1.0:
+            raise ValueError(f"MODEL.SARTM.ROBUST.TRUST_OPEN_AT must be in (0, 1], got {open_at}.")
+        self.open_at = float(open_at)
         self.gates = nn.ModuleDict(
             {name: TrustGate(spec.channels) for name, spec in self._input_shape.items()}
         )
@@ -511,22 +529,29 @@ class ReliabilityFusion(PaperFusion):
 
     @classmethod
     def from_config(cls, cfg, input_shape, text_dim=None):
-        return {**super().from_config(cfg, input_shape, text_dim), "standin": cfg.MODEL.SARTM.ROBUST.STANDIN}
+        robust = cfg.MODEL.SARTM.ROBUST
+        return {**super().from_config(cfg, input_shape, text_dim), "standin": robust.STANDIN,
+                "open_at": robust.TRUST_OPEN_AT}
 
-    def forward(self, features, text_embeddings=None, present=None, cues=None):
+    def forward(self, features, text_embeddings=None, present=None, thermal_valid=None, cues=None):
         """As :meth:`RGBTFusion.forward`, plus ``"trust"``: (B, 2) mean trust in RGB and thermal (a
-        missing stream has 0). ``cues``: (B, 2, H, W) per-pixel saturation of RGB and thermal at the
+        missing stream has 0; where the thermal pixels hold no data, ``thermal_valid``, the thermal
+        trust is 0 there too). ``cues``: (B, 2, H, W) per-pixel saturation of RGB and thermal at the
         input size (None: none saturated)."""
         if self.requires_text and text_embeddings is None:
             raise ValueError(f'MODEL.SARTM.FUSION "{self.name}" uses the text embeddings: none given.')
         out, trusts, levels = {}, [], {}
         for name, fuse in self.levels.items():
-            rgb, thermal = self._streams(name, features[name], present)
-            level_cues = _pool_to(cues, rgb, self._input_shape[name].stride)
+            stride = self._input_shape[name].stride
+            rgb, thermal = self._streams(name, features[name], present, thermal_valid)
+            level_cues = pool_to_level(cues, rgb, stride, channels=2)
             logits = self.gates[name](rgb.detach(), thermal.detach(), level_cues)
-            trust = torch.sigmoid(logits)
+            trust = open_trust(torch.sigmoid(logits), self.open_at)
             if present is not None:
                 trust = trust * present[:, :, None, None].to(trust.dtype)
+            if thermal_valid is not None:
+                ones = torch.ones_like(trust[:, :1])
+                trust = trust * torch.cat([ones, pool_to_level(thermal_valid, trust, stride)], dim=1)
             standin_rgb = self.standins[name][0](self.absent[name][0], thermal)
             standin_thermal = self.standins[name][1](self.absent[name][1], rgb)
             levels[name] = (logits, rgb, thermal, standin_rgb, standin_thermal)
@@ -541,11 +566,20 @@ class ReliabilityFusion(PaperFusion):
         return out
 
 
-def _pool_to(cues: torch.Tensor | None, like: torch.Tensor, stride: int) -> torch.Tensor:
-    """(B, 2, H, W) input-size cues averaged over each ``stride`` x ``stride`` cell: the locations of the
-    level ``like`` (B, C, H / stride, W / stride); zeros if None. (A constant kernel: the exported graph
-    keeps its sizes dynamic, which adaptive pooling cannot take.)"""
-    if cues is None:
+def pool_to_level(
+    maps: torch.Tensor | None, like: torch.Tensor, stride: int, channels: int = 1
+) -> torch.Tensor:
+    """(B, c, H, W) input-size maps averaged over each ``stride`` x ``stride`` cell: the locations of the
+    level ``like`` (B, C, H / stride, W / stride); zeros of ``channels`` channels if None. (A constant
+    kernel: the exported graph keeps its sizes dynamic, which adaptive pooling cannot take.)"""
+    if maps is None:
         b, _, h, w = like.shape
-        return like.new_zeros(b, 2, h, w)
-    return F.avg_pool2d(cues.to(like.dtype), kernel_size=stride, stride=stride)
+        return like.new_zeros(b, channels, h, w)
+    return F.avg_pool2d(maps.to(like.dtype), kernel_size=stride, stride=stride)
+
+
+def open_trust(trust: torch.Tensor, open_at: float) -> torch.Tensor:
+    """``min(1, trust / open_at)``: a gate at least ``open_at`` sure of a stream lets it through exactly,
+    so that on a healthy pair the fused features are the ungated fusion's (the plain model's, when only
+    the robust parts were trained); below, the stream fades linearly. ``open_at`` 1: the trust itself."""
+    return (trust / open_at).clamp(max=1.0)

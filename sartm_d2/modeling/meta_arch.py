@@ -379,6 +379,7 @@ class SARTM(nn.Module):
         dtype = None if self.training else self.inference_dtype
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
         with autocast:
+            x, thermal_valid = self.input_norm.split_valid(x)
             if present is None:
                 # Modality-major stack: rows 0..B-1 RGB, B..2B-1 thermal replicated to 3 channels.
                 stacked = torch.cat([x[:, :3], x[:, 3:4].expand(-1, 3, -1, -1)], dim=0)
@@ -390,7 +391,7 @@ class SARTM(nn.Module):
             text = self.text_embeddings if self.fusion.requires_text else None
             uses_cues = getattr(self.fusion, "uses_cues", False)  # a fusion that reads the saturation
             extra = {"cues": self.input_norm.saturation(x)} if uses_cues else {}
-            fused = dict(self.fusion(features, text, present, **extra))
+            fused = dict(self.fusion(features, text, present, thermal_valid=thermal_valid, **extra))
             trust, trust_levels = fused.pop("trust", None), fused.pop("trust_levels", None)
             main = self.sem_seg_head(fused)
             # At inference the auxiliary head only matters when averaged with the main one.

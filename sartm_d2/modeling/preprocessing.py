@@ -37,20 +37,21 @@ def thermal_stretch(
     clipped to 0..255.
 
     The quantiles are order statistics of a regular sub-grid of at most ``_QUANTILE_SAMPLES`` pixels,
-    taken over the pixels that are not saturated (>= ``SATURATED``): a clipped hot source (the sun, an
-    exhaust) is no measurement, and counting it would pin the upper quantile at 255 and squeeze the
-    rest of the scene. Any gain > 0 and offset of the input that saturate nothing new give the same
-    output (up to float rounding): the 8-bit image of an AGC camera then means the same whatever gain
-    and offset the camera chose for the frame. The quantile range goes to the middle half of 0..255:
-    people and engines are the hottest few percent of a scene, so the upper quantile falls inside
-    them and a full-range stretch would clip their texture away. An image without contrast (flat, or
-    all saturated) maps to the middle of ``to``, the rule the 16-bit conversion
+    taken over the pixels that are not saturated (>= ``SATURATED``) and hold data (not NaN, see
+    :meth:`RGBTInputNorm.split_valid`): a clipped hot source (the sun, an exhaust) is no measurement,
+    and counting it would pin the upper quantile at 255 and squeeze the rest of the scene. Any gain > 0
+    and offset of the input that saturate nothing new give the same output (up to float rounding): the
+    8-bit image of an AGC camera then means the same whatever gain and offset the camera chose for the
+    frame. The quantile range goes to the middle half of 0..255: people and engines are the hottest few
+    percent of a scene, so the upper quantile falls inside them and a full-range stretch would clip
+    their texture away. An image without contrast (flat, or all saturated) maps to the middle of ``to``,
+    the rule the 16-bit conversion
     (``sartm_d2.data.io.normalize_thermal``) follows too.
     """
     h, w = thermal.shape[-2:]
     step = max(1, int(math.ceil(math.sqrt(h * w / _QUANTILE_SAMPLES))))
     sample = thermal[:, :, ::step, ::step].flatten(1).float()  # (B, N)
-    valid = sample < SATURATED
+    valid = (sample < SATURATED) & torch.isfinite(sample)  # NaN: no data (outside a rig's thermal view)
     # Saturated pixels sort last; the quantile ranks count the valid pixels only.
     ranked = torch.sort(torch.where(valid, sample, torch.full_like(sample, float("inf"))), dim=1).values
     last = (valid.sum(dim=1, keepdim=True) - 1).clamp(min=0)  # (B, 1) rank of the largest valid value
@@ -97,6 +98,18 @@ class RGBTInputNorm(nn.Module):
         for name, values in (("pixel_mean", pixel_mean), ("pixel_std", pixel_std)):
             self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(-1, 1, 1), False)
         self.thermal_norm = check_thermal_norm(thermal_norm)
+
+    @staticmethod
+    def split_valid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x with its thermal NaN set to 0, (B, 1, H, W) float 1 where the thermal pixel holds data).
+
+        NaN in the thermal channel marks pixels the thermal camera does not see (a rig's warp into the
+        RGB frame, ``sartm_d2.data.rig``); 0 after normalisation is the thermal mean, and the fusion is
+        told (``thermal_valid``) to treat those pixels as a missing camera.
+        """
+        valid = torch.isfinite(x[:, 3:4])
+        filled = torch.cat([x[:, :3], torch.where(valid, x[:, 3:4], torch.zeros_like(x[:, 3:4]))], dim=1)
+        return filled, valid.to(x.dtype)
 
     def saturation(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2, H, W) float: 1 where the input was saturated (RGB: any channel; thermal), from the
