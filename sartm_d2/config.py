@@ -38,6 +38,10 @@ def add_sartm_config(cfg):
     # (a dead or frozen sensor): the stream is computed and the fusion must see from the stream itself
     # that it carries nothing (the trust supervision teaches it), instead of being told it is absent.
     cfg.INPUT.MODALITY_DROPOUT.DEAD_FRAME = 0.0
+    # Probability (0..1) that a training sample with both cameras sees thermal only in a random part of
+    # the RGB view (NaN elsewhere: what a rig's warp gives where the thermal camera sees nothing), so that
+    # the model learns what to do at pixels without thermal data (sartm_d2.data.rig).
+    cfg.INPUT.MODALITY_DROPOUT.PARTIAL_VIEW = 0.0
     # Curriculum of the corruptions, (start, end) iterations: modality dropout, degradation and thermal
     # photometric augmentation are off before `start` and their probabilities grow linearly to the set
     # values at `end`, so that the fused path learns first. (0, 0): the set values from the start.

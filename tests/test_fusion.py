@@ -210,3 +210,41 @@ def test_fusion_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = fusion(_features(), torch.randn(K, DT))
     assert all(torch.isfinite(t.float()).all() for t in out.values())
+
+
+@pytest.mark.parametrize("mode", ["paper", "reliability"])
+def test_thermal_pixels_without_data_are_a_missing_camera_there(mode):
+    """thermal_valid 0 everywhere is exactly the thermal camera missing; where it is 0 in part of the
+    image, the thermal stream there is blended towards its absent embedding by the share of invalid
+    input pixels of each location (and the reliability fusion's thermal trust is 0 there)."""
+    from sartm_d2.modeling.fusion import ReliabilityFusion
+
+    torch.manual_seed(0)
+    kinds = {"paper": PaperFusion, "reliability": ReliabilityFusion}
+    fusion = kinds[mode](input_shape=SHAPES, text_dim=DT, cmx_reduction=1, cmx_num_heads=8).eval()
+    with torch.no_grad():
+        for name in SHAPES:
+            fusion.absent[name].normal_()
+    text, feats = torch.randn(K, DT), _features()
+    H, W = 16 * SIZES["sfm"][0], 16 * SIZES["sfm"][1]  # the input size of these levels
+    none = torch.zeros(B, 1, H, W)
+    rgb_only = fusion({n: f[:B] for n, f in feats.items()}, text, torch.tensor([[True, False]] * B))
+    blind = fusion(feats, text, thermal_valid=none)
+    for n in SHAPES:
+        torch.testing.assert_close(blind[n], rgb_only[n])
+    if mode == "paper":
+        half = torch.ones(B, 1, H, W)
+        half[..., : W // 2 + 2] = 0.0  # the left half and 2 more columns: locations of mixed pixels
+        blended = {}
+        for n, f in feats.items():
+            s = SHAPES[n].stride
+            v = F.avg_pool2d(half, s, s)
+            thermal = v * f[B:] + (1 - v) * fusion.absent[n][1].view(1, -1, 1, 1)
+            blended[n] = torch.cat([f[:B], thermal])
+        expected = fusion(blended, text)
+        out = fusion(feats, text, thermal_valid=half)
+        for n in SHAPES:
+            torch.testing.assert_close(out[n], expected[n])
+    else:
+        out = fusion(feats, text, thermal_valid=torch.ones(B, 1, H, W))
+        assert torch.all(out["trust"][:, 1] > 0) and torch.all(blind["trust"][:, 1] == 0)

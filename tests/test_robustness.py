@@ -389,3 +389,31 @@ def test_exported_graph_carries_the_thermal_stretch_and_the_trust(synthetic, tmp
     ref, trust = segmenter.run(image[:3].transpose(1, 2, 0).astype(np.uint8), image[3])
     out, trust_halved = segmenter.run(image[:3].transpose(1, 2, 0).astype(np.uint8), halved[3])
     assert (ref.argmax(0) == out.argmax(0)).mean() >= 0.999 and np.abs(trust - trust_halved).max() < 1e-3
+
+
+def test_partial_view_marks_thermal_pixels_without_data_and_the_model_treats_them_as_missing(synthetic):
+    """INPUT.MODALITY_DROPOUT.PARTIAL_VIEW: NaN outside a random view, a clean copy kept; a model given
+    NaN there predicts as if those pixels' thermal stream were its absent embedding."""
+    np.random.seed(3)
+    opts = ["INPUT.MODALITY_DROPOUT.PARTIAL_VIEW", "1.0", "MODEL.SARTM.CONSISTENCY.LOSS_WEIGHT", "1.0",
+            "INPUT.COLOR_AUG", "False", "INPUT.RANDOM_FLIP", "none"]
+    cfg = tiny_cfg(CONFIG, *NO_TEXT, *opts)
+    mapper = RGBTDatasetMapper(cfg, is_train=True)
+    record = DatasetCatalog.get("synthetic_rgbt_train")[0]
+    d = mapper(record)
+    invalid = torch.isnan(d["image"][3])
+    assert 0.05 < float(invalid.float().mean()) < 0.8 and not torch.isnan(d["image"][:3]).any()
+    torch.testing.assert_close(d["clean_image"][3][~invalid], d["image"][3][~invalid])
+    assert not torch.isnan(d["clean_image"]).any()
+    # The model: NaN pixels are filled and the fusion told; the output stays finite.
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(CONFIG, *NO_TEXT)).eval()
+    with torch.no_grad():
+        for p in model.fusion.absent.values():
+            p.normal_()  # a learned absent embedding: the filled pixels then differ from a cold image
+        out = model([{"image": d["image"]}])[0]["sem_seg"]
+        cold = d["image"].clone()
+        cold[3][invalid] = 0.0
+        constant = model([{"image": cold}])[0]["sem_seg"]
+    assert torch.isfinite(out).all()
+    assert not torch.allclose(out, constant)  # NaN is "no data", not a cold scene

@@ -6,6 +6,7 @@ import copy
 import logging
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
 from detectron2.config import configurable
@@ -35,6 +36,21 @@ def _degrade_one(rgb, thermal, which: str, kind: str, level: int, key: str):
     if which == "rgb":
         return degrade(rgb, kind, level, seed_key=key), thermal
     return rgb, degrade(thermal, kind, level, seed_key=key)
+
+
+def _random_view(h: int, w: int) -> np.ndarray:
+    """A bool H x W mask of a random thermal field of view inside the RGB image: the image rectangle
+    scaled to 60..95% of each side, rotated by up to 3 degrees and shifted to a random place that keeps
+    it at least half inside (drawn from numpy's global generator, which the loader seeds per sample)."""
+    sy, sx = np.random.uniform(0.6, 0.95, size=2)
+    angle = np.deg2rad(np.random.uniform(-3.0, 3.0))
+    cy, cx = np.random.uniform(0.25, 0.75) * h, np.random.uniform(0.25, 0.75) * w
+    half = np.array([[-sx * w, -sy * h], [sx * w, -sy * h], [sx * w, sy * h], [-sx * w, sy * h]]) / 2.0
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    corners = half @ rotation.T + np.array([cx, cy])
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(mask, np.round(corners).astype(np.int32), 1)
+    return mask.astype(bool)
 
 
 def _to_chw(rgb: np.ndarray, thermal: np.ndarray) -> torch.Tensor:
@@ -84,6 +100,7 @@ class RGBTDatasetMapper:
         ignore_label: int = 255,
         modality_probs: Sequence[float] = (1.0, 0.0, 0.0),
         dead_frame_prob: float = 0.0,
+        partial_view_prob: float = 0.0,
         degradation_prob: float = 0.0,
         degradation_kinds: Sequence[str] = LEGACY_KINDS,
         thermal_photometric: dict | None = None,
@@ -103,6 +120,10 @@ class RGBTDatasetMapper:
             ignore_label: the "ignore" value of the label files and of the output.
             modality_probs: training: probabilities that a sample keeps both modalities, RGB only or
                 thermal only (INPUT.MODALITY_DROPOUT.{BOTH, RGB_ONLY, THERMAL_ONLY}).
+            partial_view_prob: training: probability that a sample with both cameras sees thermal only in a
+                random part of the RGB view (a rig's thermal camera with a smaller field of view): NaN
+                elsewhere, which the model treats as a missing camera at those pixels
+                (INPUT.MODALITY_DROPOUT.PARTIAL_VIEW).
             dead_frame_prob: training: probability that a dropped camera is instead sent as a flat frame
                 at a random level, both streams computed (INPUT.MODALITY_DROPOUT.DEAD_FRAME).
             degradation_prob: training: probability that a sample with both modalities gets one of them
@@ -136,6 +157,11 @@ class RGBTDatasetMapper:
         if not 0.0 <= dead_frame_prob <= 1.0:
             raise ValueError(f"INPUT.MODALITY_DROPOUT.DEAD_FRAME must be in [0, 1], got {dead_frame_prob}.")
         self.dead_frame_prob = dead_frame_prob
+        if not 0.0 <= partial_view_prob <= 1.0:
+            raise ValueError(
+                f"INPUT.MODALITY_DROPOUT.PARTIAL_VIEW must be in [0, 1], got {partial_view_prob}."
+            )
+        self.partial_view_prob = partial_view_prob
         if not 0.0 <= degradation_prob <= 1.0:
             raise ValueError(f"INPUT.DEGRADATION_AUG_PROB must be in [0, 1], got {degradation_prob}.")
         self.degradation_prob = degradation_prob
@@ -219,6 +245,7 @@ class RGBTDatasetMapper:
             "ignore_label": ignore,
             "modality_probs": (dropout.BOTH, dropout.RGB_ONLY, dropout.THERMAL_ONLY),
             "dead_frame_prob": dropout.DEAD_FRAME,
+            "partial_view_prob": dropout.PARTIAL_VIEW if is_train else 0.0,
             "degradation_prob": cfg.INPUT.DEGRADATION_AUG_PROB if is_train else 0.0,
             "degradation_kinds": tuple(cfg.INPUT.DEGRADATION_AUG_KINDS),
             "thermal_photometric": {
@@ -303,8 +330,12 @@ class RGBTDatasetMapper:
                 modalities = MODALITIES[choice]  # the order of modality_probs
             dead = modalities != "rgbt" and np.random.rand() < self.dead_frame_prob
             degrade_one = self.degradation_prob > 0 and modalities == "rgbt"
-            if self.keep_clean and (modalities != "rgbt" or degrade_one):
+            partial = (self.partial_view_prob > 0 and modalities == "rgbt"
+                       and np.random.rand() < ramp * self.partial_view_prob)
+            if self.keep_clean and (modalities != "rgbt" or degrade_one or partial):
                 clean = (rgb, thermal)
+            if partial:
+                thermal = np.where(_random_view(*thermal.shape[:2]), thermal, np.float32(np.nan))
             if dead:  # the dropped camera sends flat frames instead: both streams run
                 level = np.random.uniform(0.0, 255.0)
                 if modalities == "rgb":
@@ -317,7 +348,7 @@ class RGBTDatasetMapper:
                 which, kind, levels = choices[np.random.randint(len(choices))]
                 level, key = levels[np.random.randint(len(levels))], str(np.random.randint(2**31))
                 rgb, thermal = _degrade_one(rgb, thermal, which, kind, level, key)
-            elif modalities == "rgbt":
+            elif modalities == "rgbt" and not partial:
                 clean = None  # nothing happened to this sample: no clean copy needed
         else:
             modalities = self.modalities
