@@ -153,6 +153,12 @@ def add_sartm_config(cfg):
     # Weight (>= 0; 0 = off) of the stand-in supervision: on every clean pair, each stream's stand-in
     # (predicted from the other stream) should match the stream's own features (losses.standin_loss).
     cfg.MODEL.SARTM.ROBUST.STANDIN_WEIGHT = 0.0
+    # A learned inverse of thermal gain and offset steps (AGC) before the network: True / False. It keeps
+    # the absolute thermal level (unlike INPUT.THERMAL_NORM "stretch") and leaves healthy images exactly
+    # alone (a dead zone); it learns from the photometric augmentation and gain-like degradations
+    # (INPUT.THERMAL_PHOTOMETRIC, "dark"/"bright"), weighted by GAIN_CORRECTION_WEIGHT (>= 0).
+    cfg.MODEL.SARTM.ROBUST.THERMAL_GAIN_CORRECTION = False
+    cfg.MODEL.SARTM.ROBUST.GAIN_CORRECTION_WEIGHT = 1.0
     # The trust (0..1] at which a reliability gate lets a stream through exactly: min(1, trust / this),
     # so that on a healthy pair the fusion sees the streams themselves. 1.0 = the trust itself.
     cfg.MODEL.SARTM.ROBUST.TRUST_OPEN_AT = 1.0

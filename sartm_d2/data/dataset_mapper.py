@@ -38,6 +38,13 @@ def _degrade_one(rgb, thermal, which: str, kind: str, level: int, key: str):
     return rgb, degrade(thermal, kind, level, seed_key=key)
 
 
+def _criterion_uses_clean_copies(cfg) -> bool:
+    """Whether the model's criterion takes corrupted samples' clean copies (its rule, not a second one)."""
+    from ..modeling.criterion import SARTMCriterion
+
+    return SARTMCriterion(cfg).uses_clean_copies
+
+
 def _random_view(h: int, w: int) -> np.ndarray:
     """A bool H x W mask of a random thermal field of view inside the RGB image: the image rectangle
     scaled to 60..95% of each side, rotated by up to 3 degrees and shifted to a random place that keeps
@@ -83,8 +90,9 @@ class RGBTDatasetMapper:
     6. Output: the record's fields plus "image" (float32 4 x H x W: R, G, B, T in 0..255),
        "sem_seg" (int64 H x W, when a label exists), "modalities", "height" and "width" (the
        ORIGINAL size, which is what ``sem_seg_postprocess`` resizes predictions to). With
-       ``keep_clean``, a training sample that was degraded or lost a modality also carries
-       "clean_image", the same image before that (the consistency loss's teacher input).
+       ``keep_clean``, a training sample that was changed (photometric augmentation, modality
+       dropout, degradation, partial view) also carries "clean_image", the same image before any of
+       that (the consistency loss's teacher input, the gain correction's target).
     """
 
     @configurable
@@ -133,7 +141,8 @@ class RGBTDatasetMapper:
                 each (camera, family) pair it applies to is equally likely, the level uniform.
             thermal_photometric: training: {"prob", "gain", "offset", "gamma"} (probability and
                 (low, high) ranges, INPUT.THERMAL_PHOTOMETRIC), or None (off).
-            keep_clean: training: attach "clean_image" to degraded or modality-dropped samples
+            keep_clean: training: attach "clean_image" (before any corruption: photometric, dropout,
+                degradation, partial view) to samples that any of those changed
                 (MODEL.SARTM.CONSISTENCY.LOSS_WEIGHT or TRUST_WEIGHT > 0).
             corruption_ramp: training: (start, end) iterations over which the probabilities of modality
                 dropout, degradation and thermal photometric augmentation grow from 0 to their values
@@ -252,8 +261,7 @@ class RGBTDatasetMapper:
                 "prob": tp.PROB if is_train else 0.0, "gain": tuple(tp.GAIN), "offset": tuple(tp.OFFSET),
                 "gamma": tuple(tp.GAMMA),
             },
-            "keep_clean": is_train and (cfg.MODEL.SARTM.CONSISTENCY.LOSS_WEIGHT > 0
-                                        or cfg.MODEL.SARTM.CONSISTENCY.TRUST_WEIGHT > 0),
+            "keep_clean": is_train and _criterion_uses_clean_copies(cfg),
             "corruption_ramp": tuple(cfg.INPUT.CORRUPTION_RAMP),
         }
 
@@ -314,8 +322,10 @@ class RGBTDatasetMapper:
             color_input = T.AugInput(np.ascontiguousarray(rgb))
             self.color_augmentations(color_input)
             rgb = np.clip(color_input.image, 0.0, 255.0)
+        untouched = (rgb, thermal)  # the clean copy of a corrupted training sample
         tp = self.thermal_photometric
-        if self.is_train and tp is not None and np.random.rand() < ramp * tp["prob"]:
+        photometric = self.is_train and tp is not None and np.random.rand() < ramp * tp["prob"]
+        if photometric:
             gain, offset, gamma = (np.random.uniform(*tp[k]) for k in ("gain", "offset", "gamma"))
             thermal = _thermal_photometric(thermal, gain, offset, gamma)
 
@@ -332,8 +342,8 @@ class RGBTDatasetMapper:
             degrade_one = self.degradation_prob > 0 and modalities == "rgbt"
             partial = (self.partial_view_prob > 0 and modalities == "rgbt"
                        and np.random.rand() < ramp * self.partial_view_prob)
-            if self.keep_clean and (modalities != "rgbt" or degrade_one or partial):
-                clean = (rgb, thermal)
+            if self.keep_clean and (modalities != "rgbt" or degrade_one or partial or photometric):
+                clean = untouched
             if partial:
                 thermal = np.where(_random_view(*thermal.shape[:2]), thermal, np.float32(np.nan))
             if dead:  # the dropped camera sends flat frames instead: both streams run
@@ -348,7 +358,7 @@ class RGBTDatasetMapper:
                 which, kind, levels = choices[np.random.randint(len(choices))]
                 level, key = levels[np.random.randint(len(levels))], str(np.random.randint(2**31))
                 rgb, thermal = _degrade_one(rgb, thermal, which, kind, level, key)
-            elif modalities == "rgbt" and not partial:
+            elif modalities == "rgbt" and not (partial or photometric):
                 clean = None  # nothing happened to this sample: no clean copy needed
         else:
             modalities = self.modalities

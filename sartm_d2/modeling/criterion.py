@@ -25,6 +25,7 @@ from torch import nn
 from .losses import (
     LOSS_TYPES,
     consistency_loss,
+    gain_correction_loss,
     language_distillation_loss,
     semantic_loss,
     standin_loss,
@@ -65,6 +66,7 @@ class SARTMCriterion(nn.Module):
         trust_weight: float = 0.0,
         corrupted_loss_weight: float = 0.25,
         standin_weight: float = 0.0,
+        gain_correction_weight: float = 0.0,
     ):
         """
         Args:
@@ -79,12 +81,17 @@ class SARTMCriterion(nn.Module):
             corrupted_loss_weight: weight of the corrupted samples' own segmentation losses.
             standin_weight: weight of ``losses.standin_loss`` on the clean pairs (with a fusion whose
                 stand-ins predict a stream from the other; 0 = off).
+            gain_correction_weight: weight of ``losses.gain_correction_loss`` (with the model's learned
+                thermal gain correction; 0 = off).
         """
         super().__init__()
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE must be one of {LOSS_TYPES}, got {loss_type!r}.")
-        if standin_weight < 0:
-            raise ValueError(f"MODEL.SARTM.ROBUST.STANDIN_WEIGHT must be >= 0, got {standin_weight}.")
+        if standin_weight < 0 or gain_correction_weight < 0:
+            raise ValueError(
+                "MODEL.SARTM.ROBUST.STANDIN_WEIGHT and GAIN_CORRECTION_WEIGHT must be >= 0, got "
+                f"{standin_weight} and {gain_correction_weight}."
+            )
         weights = (consistency_weight, trust_weight, corrupted_loss_weight)
         if min(weights) < 0 or consistency_temperature <= 0:
             raise ValueError(
@@ -106,6 +113,7 @@ class SARTMCriterion(nn.Module):
         self.trust_weight = trust_weight
         self.corrupted_loss_weight = corrupted_loss_weight
         self.standin_weight = standin_weight
+        self.gain_correction_weight = gain_correction_weight
 
     @classmethod
     def from_config(cls, cfg, trust: bool = True):
@@ -127,12 +135,15 @@ class SARTMCriterion(nn.Module):
             "trust_weight": sartm.CONSISTENCY.TRUST_WEIGHT if trust else 0.0,
             "corrupted_loss_weight": sartm.CONSISTENCY.CORRUPTED_LOSS_WEIGHT,
             "standin_weight": sartm.ROBUST.STANDIN_WEIGHT if trust else 0.0,
+            "gain_correction_weight": (
+                sartm.ROBUST.GAIN_CORRECTION_WEIGHT if sartm.ROBUST.THERMAL_GAIN_CORRECTION else 0.0
+            ),
         }
 
     @property
     def uses_clean_copies(self) -> bool:
-        """Whether corrupted samples' clean images join the batch (the consistency or trust term is on)."""
-        return self.consistency_weight > 0 or self.trust_weight > 0
+        """Whether corrupted samples' clean images join the batch (a term that needs them is on)."""
+        return self.consistency_weight > 0 or self.trust_weight > 0 or self.gain_correction_weight > 0
 
     def with_clean_copies(self, batched_inputs: list[dict]) -> tuple[list[dict], CleanSplit | None]:
         """The batch to run: ``batched_inputs``, plus one clean copy (both cameras) per sample that
@@ -193,23 +204,29 @@ class SARTMCriterion(nn.Module):
         """
         Args:
             predictions: "main" (N, K, h, w) logits, "aux" (or None), "sfm" the fused stride-16 map,
-                "trust_levels" (the fusion's per-level trust logits and streams, or None).
+                "trust_levels" (the fusion's per-level trust logits and streams, or None), "gain" (the
+                learned thermal gain correction's (N, 2) prediction and the (N, 1, H, W) raw thermal
+                images it saw, or None).
             targets: (N, H, W) int64 labels at the padded input size.
             text_embeddings: (K, Dt) class-name embeddings (the distillation's target relations).
             split: the rows of :meth:`with_clean_copies` (None: every row is a plain sample).
             present: (N, 2) bool streams of each row (None: all present).
         Returns:
-            "loss_sem_seg", "loss_aux" (with an aux head), "loss_distill" (if enabled), "loss_standin"
-            (if weighted) and, with a split, "loss_sem_seg_corrupted", "loss_aux_corrupted",
+            "loss_sem_seg", "loss_aux" (with an aux head), "loss_distill" (if enabled), "loss_standin",
+            "loss_gain" (if weighted) and, with a split, "loss_sem_seg_corrupted", "loss_aux_corrupted",
             "loss_consistency", "loss_trust".
         """
         main, aux, sfm = predictions["main"], predictions.get("aux"), predictions.get("sfm")
         trust_levels = predictions.get("trust_levels")
+        gain = predictions.get("gain")
         if split is None:
             losses = self.segmentation_losses(main, aux, sfm, targets, text_embeddings)
             if self.standin_weight > 0 and trust_levels is not None:
                 both = None if present is None else present.all(dim=1).nonzero()[:, 0]
                 losses["loss_standin"] = self.standin_weight * standin_loss(trust_levels, both)
+            if self.gain_correction_weight > 0 and gain is not None:
+                own = torch.arange(main.shape[0], device=main.device)
+                losses["loss_gain"] = self.gain_correction_weight * gain_correction_loss(*gain, own, present)
             return losses
 
         def rows(t, index):
@@ -228,6 +245,10 @@ class SARTMCriterion(nn.Module):
             losses["loss_consistency"] = self.consistency_weight * consistency_loss(
                 rows(main, corrupted), rows(main, copies).detach(), temperature=self.consistency_temperature
             )
+        if self.gain_correction_weight > 0 and gain is not None:  # a corrupted row's target is its copy
+            own = torch.arange(main.shape[0], device=main.device)
+            own[corrupted.to(main.device)] = copies.to(main.device)
+            losses["loss_gain"] = self.gain_correction_weight * gain_correction_loss(*gain, own, present)
         if self.standin_weight > 0 and trust_levels is not None:  # the clean batch: every row a clean pair
             losses["loss_standin"] = self.standin_weight * standin_loss(trust_levels, clean.to(main.device))
         if self.trust_weight > 0 and trust_levels is not None:

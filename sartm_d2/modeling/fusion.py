@@ -454,20 +454,21 @@ class StandIn(nn.Module):
     """What a missing or untrusted stream is replaced by at one level: its learned "absent" embedding
     plus, with ``from_other``, a prediction of its features from the other stream's.
 
-    The prediction (1x1 conv to C/2, depthwise 3x3, 1x1 back to C; the last conv starts at zero, so the
-    stand-in starts as the embedding) lets a fusion trained on pairs see something pair-like when one
-    camera is gone: thermal-like features of warm objects seen by day in RGB, RGB-like features of the
-    painted ones seen in thermal... It is cheap next to the backbone (about C^2 multiply-adds per
-    location).
+    The prediction (1x1 convs and depthwise 3x3 convs, one dilated, at the level's width; the last conv
+    starts at zero, so the stand-in starts as the embedding) lets a fusion trained on pairs see
+    something pair-like when one camera is gone: thermal-like features of warm objects seen by day in
+    RGB, RGB-like features of the painted ones seen in thermal... It is cheap next to the backbone
+    (about 3 C^2 multiply-adds per location).
     """
 
     def __init__(self, channels: int, from_other: bool):
         super().__init__()
-        hidden = max(4, channels // 2)
+        hidden = max(16, channels)
         self.predict = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1),
-            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden),
-            nn.GELU(),
+            nn.Conv2d(channels, hidden, 1), nn.GELU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden), nn.GELU(),
+            nn.Conv2d(hidden, hidden, 1), nn.GELU(),
+            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2, groups=hidden),
             nn.Conv2d(hidden, channels, 1),
         ) if from_other else None
         if self.predict is not None:

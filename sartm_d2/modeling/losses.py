@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "consistency_loss", "cross_entropy", "ohem_cross_entropy", "semantic_loss", "language_distillation_loss",
-    "standin_loss", "trust_fidelity_loss",
+    "gain_correction_loss", "standin_loss", "trust_fidelity_loss",
 ]
 
 LOSS_TYPES = ("ohem", "cross_entropy")
@@ -186,6 +186,36 @@ def standin_loss(
             target = f.detach().float()
             terms.append((s.float() - target).square().mean() / target.square().mean().clamp(min=1e-6))
     return torch.stack(terms).mean()
+
+
+def gain_correction_loss(
+    params: torch.Tensor, thermal: torch.Tensor, target_rows: torch.Tensor, present: torch.Tensor | None
+) -> torch.Tensor:
+    """How far the learned gain correction's ``a * x + b`` of each row's thermal image is from its target.
+
+    The target of a corrupted row is its clean copy's thermal image (``target_rows``), of any other row
+    the image itself (a healthy image must be left alone). Mean squared error in units of 255 over the
+    pixels that hold data and are saturated in neither image; rows without a thermal stream, or whose
+    thermal image is flat (a dead camera, which no gain undoes), do not count.
+
+    Args:
+        params: (N, 2) predicted log gain and offset (``ThermalGainCorrection.predict``).
+        thermal: (N, 1, H, W) raw thermal images in 0..255 (NaN: no data).
+        target_rows: (N,) the row of each row's target image.
+        present: (N, 2) bool streams of each row, or None (all present).
+    """
+    from .preprocessing import SATURATED, ThermalGainCorrection
+
+    x = thermal.float()
+    target = x[target_rows]
+    corrected = ThermalGainCorrection.apply(torch.nan_to_num(x), params.float())
+    usable = torch.isfinite(x) & torch.isfinite(target) & (x < SATURATED) & (target < SATURATED)
+    weight = usable.float()
+    flat = torch.nan_to_num(x).flatten(1).std(dim=1) < 1.0
+    row = (~flat).float() if present is None else (~flat & present[:, 1]).float()
+    err = (corrected - torch.nan_to_num(target)).square() / 255.0**2 * weight
+    per_row = err.flatten(1).sum(1) / weight.flatten(1).sum(1).clamp(min=1.0)
+    return (per_row * row).sum() / row.sum().clamp(min=1.0)
 
 
 def language_distillation_loss(

@@ -19,7 +19,7 @@ from ..modalities import MODALITIES, PRESENCE
 from .criterion import SARTMCriterion
 from .fusion import build_fusion, fusion_class
 from .heads import build_aux_head
-from .preprocessing import RGBTInputNorm
+from .preprocessing import RGBTInputNorm, ThermalGainCorrection
 from .text_teacher import build_text_teacher
 
 __all__ = ["SARTM"]
@@ -196,7 +196,10 @@ class SARTM(nn.Module):
             "aux_head": build_aux_head(cfg, fusion.output_shape()),
             # A fusion without trust has no trust to supervise.
             "criterion": SARTMCriterion(cfg, trust=getattr(fusion, "estimates_trust", False)),
-            "input_norm": RGBTInputNorm(cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.INPUT.THERMAL_NORM),
+            "input_norm": RGBTInputNorm(
+                cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.INPUT.THERMAL_NORM,
+                ThermalGainCorrection() if cfg.MODEL.SARTM.ROBUST.THERMAL_GAIN_CORRECTION else None,
+            ),
             "class_names": class_names,
             "text_dim": text_dim,
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
@@ -238,8 +241,12 @@ class SARTM(nn.Module):
 
     def robust_part_prefixes(self) -> tuple[str, ...]:
         """State-dict key prefixes of the parts a healthy pair does not need (the fusion's
-        ``robust_parts``): a plain model's checkpoint lacks them, and training may start them fresh."""
-        return tuple(f"fusion.{p}." for p in getattr(self.fusion, "robust_parts", ()))
+        ``robust_parts``, the learned thermal gain correction): a plain model's checkpoint lacks them,
+        and training may start them fresh."""
+        parts = tuple(f"fusion.{p}." for p in getattr(self.fusion, "robust_parts", ()))
+        if self.input_norm.gain_correction is not None:
+            parts += ("input_norm.gain_correction.",)
+        return parts
 
     def merge_lora(self) -> int:
         """Merge the LoRA deltas into the backbone weights (explicit, for inference only)."""
@@ -286,19 +293,29 @@ class SARTM(nn.Module):
         The exported graph calls this too."""
         return self.input_norm(x)
 
-    def preprocess_image(self, images: list[torch.Tensor]) -> ImageList:
-        """Normalise the (4, H, W) images and pad them to ``size_divisibility`` (padding = 0 after norm)."""
+    def preprocess_image(self, images: list[torch.Tensor], with_gain: bool = False):
+        """Normalise the (4, H, W) images and pad them to ``size_divisibility`` (padding = 0 after norm).
+
+        With ``with_gain``: ``(ImageList, gain)``, ``gain`` the learned thermal gain correction's (B, 2)
+        prediction and the (B, 1, H, W) raw thermal images it saw (its loss's inputs; images of one
+        size, as training crops are), or None without a correction.
+        """
         images = [x.to(self.device, non_blocking=True).float() for x in images]
         if any(img.dim() != 3 or img.shape[0] != 4 for img in images):
             shapes = [tuple(img.shape) for img in images]
             raise ValueError(
                 f'SARTM expects each "image" as a (4, H, W) R, G, B, T tensor, got shapes {shapes}.'
             )
+        gain = None
         if len({img.shape for img in images}) == 1:  # one size (training crops, eval batches): one call
-            normalized = list(self.normalize(torch.stack(images)))
+            stacked = torch.stack(images)
+            normalized, params = self.input_norm.normalize_with_gain(stacked)
+            normalized = list(normalized)
+            gain = None if params is None else (params, stacked[:, 3:4])
         else:
             normalized = [self.normalize(img[None])[0] for img in images]
-        return ImageList.from_tensors(normalized, self.size_divisibility)
+        padded = ImageList.from_tensors(normalized, self.size_divisibility)
+        return (padded, gain) if with_gain else padded
 
     def forward(self, batched_inputs: list[dict]):
         """
@@ -344,14 +361,15 @@ class SARTM(nn.Module):
             raise ValueError('SARTM in training mode needs "sem_seg" in every input dict (the label map).')
         # Corrupted samples' clean copies (consistency, trust) join the same batched pass.
         inputs, split = self.criterion.with_clean_copies(batched_inputs)
-        images = self.preprocess_image([b["image"] for b in inputs])
+        images, gain = self.preprocess_image([b["image"] for b in inputs], with_gain=True)
         present = self.presence(inputs)
         fused, main, aux, _, trust_levels = self._predict(images.tensor, present)
         targets = [b["sem_seg"].to(self.device, non_blocking=True) for b in inputs]
         targets = ImageList.from_tensors(
             targets, self.size_divisibility, pad_value=self.criterion.ignore_value
         ).tensor.long()
-        predictions = {"main": main, "aux": aux, "sfm": fused["sfm"], "trust_levels": trust_levels}
+        predictions = {"main": main, "aux": aux, "sfm": fused["sfm"], "trust_levels": trust_levels,
+                       "gain": gain}
         return self.criterion(
             predictions, targets, text_embeddings=self.text_embeddings, split=split, present=present
         )

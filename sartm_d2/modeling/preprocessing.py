@@ -18,7 +18,10 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["RENAMED_THERMAL_NORMS", "THERMAL_NORMS", "RGBTInputNorm", "check_thermal_norm", "thermal_stretch"]
+__all__ = [
+    "RENAMED_THERMAL_NORMS", "THERMAL_NORMS", "RGBTInputNorm", "ThermalGainCorrection", "check_thermal_norm",
+    "thermal_stretch",
+]
 
 THERMAL_NORMS = ("none", "stretch")
 # Values of INPUT.THERMAL_NORM that were renamed: a config that still holds one gets its new name.
@@ -83,11 +86,14 @@ def check_thermal_norm(value: str) -> str:
 class RGBTInputNorm(nn.Module):
     """Raw (B, 4, H, W) R, G, B, T in 0..255 -> the network's input (see the module docstring)."""
 
-    def __init__(self, pixel_mean, pixel_std, thermal_norm: str = "none"):
+    def __init__(self, pixel_mean, pixel_std, thermal_norm: str = "none",
+                 gain_correction: ThermalGainCorrection | None = None):
         """
         Args:
             pixel_mean, pixel_std: 4 values each (R, G, B, T), for inputs in the 0..255 range.
             thermal_norm: an INPUT.THERMAL_NORM choice (``THERMAL_NORMS``).
+            gain_correction: optional learned inverse of thermal gain steps, applied first
+                (MODEL.SARTM.ROBUST.THERMAL_GAIN_CORRECTION).
         """
         super().__init__()
         if len(pixel_mean) != 4 or len(pixel_std) != 4:
@@ -98,6 +104,7 @@ class RGBTInputNorm(nn.Module):
         for name, values in (("pixel_mean", pixel_mean), ("pixel_std", pixel_std)):
             self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(-1, 1, 1), False)
         self.thermal_norm = check_thermal_norm(thermal_norm)
+        self.gain_correction = gain_correction
 
     @staticmethod
     def split_valid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,6 +125,74 @@ class RGBTInputNorm(nn.Module):
         return torch.stack([(raw[:, :3] >= SATURATED).any(dim=1), raw[:, 3] >= SATURATED], dim=1).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize_with_gain(x)[0]
+
+    def normalize_with_gain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the normalised input, the gain correction's raw (B, 2) prediction or None without one)."""
+        params = None
+        if self.gain_correction is not None:
+            corrected, params = self.gain_correction(x[:, 3:4])
+            x = torch.cat([x[:, :3], corrected], dim=1)
         if self.thermal_norm == "stretch":
             x = torch.cat([x[:, :3], thermal_stretch(x[:, 3:4])], dim=1)
-        return (x - self.pixel_mean) / self.pixel_std
+        return (x - self.pixel_mean) / self.pixel_std, params
+
+
+class ThermalGainCorrection(nn.Module):
+    """A learned inverse of a thermal camera's gain and offset steps (AGC), that leaves healthy images
+    alone: the robust recipe's answer to gain changes that keeps the absolute thermal level.
+
+    From the sorted values of a sub-grid of the unsaturated pixels (``quantiles`` of them, as fractions
+    of 255) and the saturated share, a small MLP predicts ``(log a, b)``; the image becomes ``a * x + b``
+    (saturated pixels stay saturated, NaN stays NaN). It learns from examples: a thermal image
+    changed by the photometric augmentation or a gain-like degradation should come back as its clean
+    copy, a clean image as itself (``losses.gain_correction_loss``). A prediction inside the dead zone
+    (``|log a| <= dead_log_gain`` and ``|b| <= dead_offset``) is applied as exactly the identity, so a
+    healthy image reaches the network unchanged (the plain model's clean path); only a clear gain or
+    offset step is corrected. The MLP's last layer starts at zero: at first every image is left alone.
+    """
+
+    def __init__(self, quantiles: int = 16, hidden: int = 64, dead_log_gain: float = 0.1,
+                 dead_offset: float = 8.0):
+        super().__init__()
+        self.register_buffer("fractions", torch.linspace(0.02, 0.98, quantiles), persistent=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(quantiles + 1, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+            nn.Linear(hidden, 2),
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+        self.dead_log_gain = float(dead_log_gain)
+        self.dead_offset = float(dead_offset)
+
+    def predict(self, thermal: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) raw thermal in 0..255 -> (B, 2): the predicted log gain and offset (0..255 units)."""
+        h, w = thermal.shape[-2:]
+        step = max(1, int(math.ceil(math.sqrt(h * w / 4096))))
+        sample = thermal[:, :, ::step, ::step].flatten(1).float()
+        valid = (sample < SATURATED) & torch.isfinite(sample)
+        ranked = torch.sort(torch.where(valid, sample, torch.full_like(sample, float("inf"))), dim=1).values
+        last = (valid.sum(dim=1, keepdim=True) - 1).clamp(min=0).float()
+        q = ranked.gather(1, torch.round(self.fractions[None] * last).long())
+        q = torch.where(torch.isfinite(q), q, torch.zeros_like(q)) / 255.0
+        finite = torch.isfinite(sample).float().sum(1, keepdim=True).clamp(min=1)
+        saturated = (sample >= SATURATED).float().sum(1, keepdim=True) / finite
+        out = self.mlp(torch.cat([q, saturated.clamp(0, 1)], dim=1))
+        return torch.stack([out[:, 0], 64.0 * out[:, 1]], dim=1)
+
+    @staticmethod
+    def apply(thermal: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``a * x + b`` per image (``params`` (B, 2) log gain, offset), saturated pixels kept, 0..255."""
+        a = params[:, 0].exp().view(-1, 1, 1, 1)
+        b = params[:, 1].view(-1, 1, 1, 1)
+        corrected = (thermal * a + b).clamp(0.0, 255.0)
+        return torch.where(thermal >= SATURATED, thermal, corrected)
+
+    def forward(self, thermal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(corrected thermal, the raw (B, 2) prediction); the correction applied is the dead-zoned one
+        and carries no gradient (the prediction learns from ``gain_correction_loss`` alone)."""
+        params = self.predict(thermal)
+        used = params.detach()
+        inside = (used[:, 0].abs() <= self.dead_log_gain) & (used[:, 1].abs() <= self.dead_offset)
+        used = torch.where(inside[:, None], torch.zeros_like(used), used)
+        return self.apply(thermal, used), params
