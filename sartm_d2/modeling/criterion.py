@@ -205,7 +205,7 @@ class SARTMCriterion(nn.Module):
         Args:
             predictions: "main" (N, K, h, w) logits, "aux" (or None), "sfm" the fused stride-16 map,
                 "trust_levels" (the fusion's per-level trust logits and streams, or None), "gain" (the
-                learned thermal gain correction's (N, 2) prediction and the (N, 1, H, W) raw thermal
+                learned thermal gain correction, its (N, 2) prediction and the (N, 1, H, W) raw thermal
                 images it saw, or None).
             targets: (N, H, W) int64 labels at the padded input size.
             text_embeddings: (K, Dt) class-name embeddings (the distillation's target relations).

@@ -189,18 +189,33 @@ def standin_loss(
 
 
 def gain_correction_loss(
-    params: torch.Tensor, thermal: torch.Tensor, target_rows: torch.Tensor, present: torch.Tensor | None
+    correction: torch.nn.Module,
+    params: torch.Tensor,
+    thermal: torch.Tensor,
+    target_rows: torch.Tensor,
+    present: torch.Tensor | None,
+    synthetic: int = 8,
+    log_gain: tuple[float, float] = (math.log(0.1), math.log(5.0)),
+    offset: tuple[float, float] = (-40.0, 40.0),
 ) -> torch.Tensor:
-    """How far the learned gain correction's ``a * x + b`` of each row's thermal image is from its target.
+    """How far the learned gain correction's ``a * x + b`` of a thermal image is from its target.
 
-    The target of a corrupted row is its clean copy's thermal image (``target_rows``), of any other row
-    the image itself (a healthy image must be left alone). Mean squared error in units of 255 over the
-    pixels that hold data and are saturated in neither image; rows without a thermal stream, or whose
-    thermal image is flat (a dead camera, which no gain undoes), do not count.
+    Two kinds of examples, averaged alike:
+
+    - the batch's rows: the target of a corrupted row is its clean copy's thermal image
+      (``target_rows``), of any other row the image itself (a healthy image must be left alone);
+    - ``synthetic`` gain and offset steps of each target image (log-uniform gain in ``log_gain``,
+      uniform ``offset``, clipped to 0..255: what an AGC step does), whose target is that image: they
+      cost only the correction's small MLP, not a pass of the network, and give it many exact examples.
+
+    Mean squared error in units of 255 over the pixels that hold data and are saturated in neither
+    image; rows without a thermal stream, or whose thermal image is flat (a dead camera, which no gain
+    undoes), do not count.
 
     Args:
-        params: (N, 2) predicted log gain and offset (``ThermalGainCorrection.predict``).
-        thermal: (N, 1, H, W) raw thermal images in 0..255 (NaN: no data).
+        correction: the model's ``ThermalGainCorrection``.
+        params: (N, 2) its prediction for the rows (``ThermalGainCorrection.predict``).
+        thermal: (N, 1, H, W) the rows' raw thermal images in 0..255 (NaN: no data).
         target_rows: (N,) the row of each row's target image.
         present: (N, 2) bool streams of each row, or None (all present).
     """
@@ -208,14 +223,28 @@ def gain_correction_loss(
 
     x = thermal.float()
     target = x[target_rows]
-    corrected = ThermalGainCorrection.apply(torch.nan_to_num(x), params.float())
+    usable_rows = torch.nan_to_num(target).flatten(1).std(dim=1) >= 1.0
+    if present is not None:
+        usable_rows &= present[target_rows, 1]
+    inputs, wanted, predicted = [x], [target], [params.float()]
+    if synthetic > 0:
+        n = target.shape[0]
+        g = torch.empty(synthetic * n, 1, 1, 1, device=x.device).uniform_(*log_gain).exp()
+        o = torch.empty(synthetic * n, 1, 1, 1, device=x.device).uniform_(*offset)
+        clean = target.repeat(synthetic, 1, 1, 1)
+        stepped = (clean * g + o).clamp(0.0, 255.0)
+        inputs.append(stepped)
+        wanted.append(clean)
+        predicted.append(correction.predict(stepped).float())
+        usable_rows = torch.cat([usable_rows, usable_rows.repeat(synthetic)])
+    x, target, params = torch.cat(inputs), torch.cat(wanted), torch.cat(predicted)
+    corrected = ThermalGainCorrection.apply(torch.nan_to_num(x), params)
     usable = torch.isfinite(x) & torch.isfinite(target) & (x < SATURATED) & (target < SATURATED)
     weight = usable.float()
-    flat = torch.nan_to_num(x).flatten(1).std(dim=1) < 1.0
-    row = (~flat).float() if present is None else (~flat & present[:, 1]).float()
     err = (corrected - torch.nan_to_num(target)).square() / 255.0**2 * weight
     per_row = err.flatten(1).sum(1) / weight.flatten(1).sum(1).clamp(min=1.0)
-    return (per_row * row).sum() / row.sum().clamp(min=1.0)
+    rows = usable_rows.float()
+    return (per_row * rows).sum() / rows.sum().clamp(min=1.0)
 
 
 def language_distillation_loss(

@@ -296,9 +296,9 @@ class SARTM(nn.Module):
     def preprocess_image(self, images: list[torch.Tensor], with_gain: bool = False):
         """Normalise the (4, H, W) images and pad them to ``size_divisibility`` (padding = 0 after norm).
 
-        With ``with_gain``: ``(ImageList, gain)``, ``gain`` the learned thermal gain correction's (B, 2)
-        prediction and the (B, 1, H, W) raw thermal images it saw (its loss's inputs; images of one
-        size, as training crops are), or None without a correction.
+        With ``with_gain``: ``(ImageList, gain)``, ``gain`` the learned thermal gain correction, its
+        (B, 2) prediction and the (B, 1, H, W) raw thermal images it saw (its loss's inputs; images of
+        one size, as training crops are), or None without a correction.
         """
         images = [x.to(self.device, non_blocking=True).float() for x in images]
         if any(img.dim() != 3 or img.shape[0] != 4 for img in images):
@@ -311,7 +311,7 @@ class SARTM(nn.Module):
             stacked = torch.stack(images)
             normalized, params = self.input_norm.normalize_with_gain(stacked)
             normalized = list(normalized)
-            gain = None if params is None else (params, stacked[:, 3:4])
+            gain = None if params is None else (self.input_norm.gain_correction, params, stacked[:, 3:4])
         else:
             normalized = [self.normalize(img[None])[0] for img in images]
         padded = ImageList.from_tensors(normalized, self.size_divisibility)
