@@ -1,14 +1,15 @@
-"""A shorter run of the main job (configs/synthetic.yaml) learns the synthetic set, using thermal.
+"""A shorter run of the main job (configs/synthetic.yaml) learns the synthetic set, using thermal; the
+robust recipe's second stage on it (configs/synthetic-anymodal.yaml) keeps its clean path and gains
+robustness.
 
-The README states the full `make demo` numbers; this bounds a 300-iteration run from below (it
-measured mIoU_all 51 and night IoU person 68 / car 60 on the 2-core machine, see README), and checks
-that the night classes that are visible only in thermal are lost when the thermal image is blanked.
-Every run is also evaluated with one camera missing ("rgb", "thermal") and with a thermal gain of 2
-("thermal-bright-1", an AGC step). The same schedule with modality dropout must keep the cold painted
-classes with the RGB camera alone at night, where the model trained without dropout loses them; the
-robust model (configs/synthetic-anymodal.yaml: thermal stretch, reliability fusion, corruptions with
-consistency and trust supervision) must keep its accuracy under the gain step where dropout alone
-does not, and its trust in a camera must fall when that camera's image is blanked.
+Two trainings: the plain model (300 iterations; the README states the full `make demo` numbers), and
+the robust stage on its weights (a short schedule). Both are evaluated with one camera missing and
+with thermal gain steps (x0.5 "thermal-dark-1", x2 "thermal-bright-1"). Checked: the plain run's
+floor, that night people and cars are lost when the thermal image is blanked, that the robust stage
+leaves healthy pairs as the plain model predicts them (its trained parts act only on a failing
+camera), that it keeps its accuracy under a thermal gain step where the plain model loses it, and that
+its trust in the thermal camera falls when that camera sends a flat frame. Bounds hold with a margin
+over what these runs give on the 2-core machine (benchmarks/RESULTS.md, "Test margins").
 """
 
 import numpy as np
@@ -21,23 +22,17 @@ import train_net
 from sartm_d2.data import RGBTDatasetMapper, register_all_rgbt
 from sartm_d2.data.synthetic import generate_synthetic_rgbt
 
-pytestmark = pytest.mark.slow  # four 300-iteration trainings
+pytestmark = pytest.mark.slow  # two trainings: the plain model, then the robust stage on it
 
-# configs/synthetic-anymodal.yaml reverted to modality dropout alone (the previous any-modality model).
-DROPOUT_ONLY = [
-    "INPUT.THERMAL_NORM", "none", "MODEL.SARTM.FUSION", "paper", "INPUT.CORRUPTION_RAMP", "(0, 0)",
-    "INPUT.MODALITY_DROPOUT.DEAD_FRAME", "0.0", "INPUT.DEGRADATION_AUG_PROB", "0.0",
-    "INPUT.THERMAL_PHOTOMETRIC.PROB", "0.0", "MODEL.SARTM.CONSISTENCY.LOSS_WEIGHT", "0.0",
-    "MODEL.SARTM.CONSISTENCY.TRUST_WEIGHT", "0.0",
-]
+SETTINGS = "('missing', 'thermal-dark-1', 'thermal-bright-1')"
 
 
-def _short_run(config, root, out, *opts):
+def _run(config, root, out, *opts):
     register_all_rgbt(str(root), only=["synthetic"])
     args = default_argument_parser().parse_args([
-        "--config-file", config, "SOLVER.MAX_ITER", "300", "TEST.EVAL_PERIOD", "0", "TEST.MODALITIES",
-        "('missing', 'thermal-bright-1')", "SOLVER.CHECKPOINT_PERIOD", "100000",
-        "MODEL.SARTM.DISTILL.CACHE_DIR", str(out / "cache"), "OUTPUT_DIR", str(out), *opts,
+        "--config-file", config, "TEST.EVAL_PERIOD", "0", "TEST.MODALITIES", SETTINGS,
+        "SOLVER.CHECKPOINT_PERIOD", "100000", "MODEL.SARTM.DISTILL.CACHE_DIR", str(out / "cache"),
+        "OUTPUT_DIR", str(out), *opts,
     ])
     results = train_net.main(args)
     return args, results["synthetic_rgbt_test/rgbt"]["sem_seg"], out, results
@@ -53,23 +48,27 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(data_root, tmp_path_factory):
-    return _short_run("configs/synthetic.yaml", data_root, tmp_path_factory.mktemp("run"))
+    return _run("configs/synthetic.yaml", data_root, tmp_path_factory.mktemp("run"), "SOLVER.MAX_ITER", "300")
 
 
 @pytest.fixture(scope="module")
-def trained_anymodal(data_root, tmp_path_factory):
-    """The previous any-modality model: modality dropout alone."""
-    return _short_run("configs/synthetic-anymodal.yaml", data_root, tmp_path_factory.mktemp("run_anymodal"),
-                      *DROPOUT_ONLY)
+def trained_robust(trained, data_root, tmp_path_factory):
+    """The robust stage on the plain run's weights, 200 iterations at batch 4."""
+    plain = str(trained[2] / "model_final.pth")
+    return _run("configs/synthetic-anymodal.yaml", data_root, tmp_path_factory.mktemp("run_robust"),
+                "MODEL.WEIGHTS", plain, "SOLVER.MAX_ITER", "200", "SOLVER.IMS_PER_BATCH", "4")
 
 
-@pytest.fixture(scope="module")
-def trained_robust(data_root, tmp_path_factory):
-    """The robust model, its corruption ramp scaled to the short schedule (1500 -> 300 iterations), at
-    batch 4: its clean copies make a step costlier, and half the batch keeps make test's time (97 s
-    against about 190 s at batch 8 on the 2-core machine)."""
-    return _short_run("configs/synthetic-anymodal.yaml", data_root, tmp_path_factory.mktemp("run_robust"),
-                      "INPUT.CORRUPTION_RAMP", "(20, 120)", "SOLVER.IMS_PER_BATCH", "4")
+def _model(run):
+    args, _, out, _ = run
+    cfg = train_net.setup(args)
+    model = train_net.Trainer.build_model(cfg).eval()
+    train_net.RGBTCheckpointer(model).load(str(out / "model_final.pth"))
+    return cfg, model
+
+
+def _miou(run, setting):
+    return run[3][f"synthetic_rgbt_test/{setting}"]["sem_seg"]["mIoU_all"]
 
 
 def test_short_run_reaches_the_stated_floor(trained):
@@ -94,10 +93,7 @@ def _night_iou(model, mapper, records, cls, blank_thermal=False):
 
 
 def test_night_warm_classes_need_the_thermal_image(trained):
-    args, _, out, _ = trained
-    cfg = train_net.setup(args)
-    model = train_net.Trainer.build_model(cfg).eval()
-    train_net.RGBTCheckpointer(model).load(str(out / "model_final.pth"))
+    cfg, model = _model(trained)
     mapper = RGBTDatasetMapper(cfg, is_train=False)
     night = [r for r in DatasetCatalog.get("synthetic_rgbt_test") if r["condition"] == "night"]
     for cls in (1, 2):  # person, car
@@ -106,68 +102,40 @@ def test_night_warm_classes_need_the_thermal_image(trained):
         assert with_thermal - without >= 20.0, (cls, with_thermal, without)
 
 
-def test_modality_dropout_keeps_the_cold_classes_with_the_rgb_camera_alone(trained, trained_anymodal):
-    """RGB only at night, traffic sign IoU: the dropout model keeps it, the fused-only model loses it.
-
-    Measured on the 2-core machine (2026-12-02, 300 iterations each): fused-only 45.4 fused and 11.9
-    RGB only; dropout 37.0 fused and 40.4 RGB only. (Thermal only at night shows no such gap on this
-    set: the fused-only model keeps person and car, 66 / 55 against the dropout model's 59 / 46.)
-    """
-    def iou(run, setting):
-        return run[3][f"synthetic_rgbt_test/{setting}"]["sem_seg"]["night/IoU-traffic sign"]
-
-    assert iou(trained_anymodal, "rgb") >= 30.0
-    assert iou(trained_anymodal, "rgb") >= 0.9 * iou(trained_anymodal, "rgbt")
-    assert iou(trained_anymodal, "rgb") - iou(trained, "rgb") >= 15.0
-
-
-def _miou(run, setting):
-    return run[3][f"synthetic_rgbt_test/{setting}"]["sem_seg"]["mIoU_all"]
-
-
-def test_robust_model_keeps_its_accuracy_under_a_thermal_gain_step(trained_anymodal, trained_robust):
-    """Thermal gain 2 (clipped at 255): the robust model against modality dropout alone.
-
-    Measured on the 2-core machine (2026-12-07, 300 iterations each): thermal-bright-1 mIoU_all 28.4
-    for the robust model at batch 4 (84% of its rgbt 33.8; its corruptions ramp in from iteration 20,
-    so at 300 iterations its clean accuracy lags; at batch 8: 31.1 and 37.0) against 14.7 for dropout
-    alone (rgbt 43.1); the plain model 12.8 (rgbt 51.2). At 1500 iterations: 66.9 against 24.1
-    (benchmarks/RESULTS.md).
-    """
-    robust, dropout = _miou(trained_robust, "thermal-bright-1"), _miou(trained_anymodal, "thermal-bright-1")
-    assert robust - dropout >= 10.0, (robust, dropout)
-    assert robust >= 0.75 * _miou(trained_robust, "rgbt")
-
-
-def _trust(model, mapper, records, flat=None):
-    values = []
-    for rec in records:
-        d = mapper(rec)
-        if flat == "rgb":
-            d["image"][:3] = 128.0
-        elif flat == "thermal":
-            d["image"][3] = 128.0
-        with torch.no_grad():
-            values.append(model([d])[0]["trust"])
-    return torch.stack(values).mean(dim=0)
-
-
-def test_trust_falls_for_a_blanked_camera(trained_robust):
-    """Mean trust [RGB, thermal] over the test split, each camera in turn replaced by a flat grey frame
-    (a dead sensor). Measured (2026-12-07, 300 iterations at batch 4): clean [0.944, 0.943]; flat
-    thermal [0.952, 0.786]; flat RGB [0.933, 0.944] (at batch 8: [0.918, 0.944], [0.937, 0.758],
-    [0.882, 0.950]). At 1500 iterations (benchmarks/RESULTS.md) flat thermal
-    takes the thermal trust to 0.51 and flat grey RGB the RGB trust to 0.47 (a black RGB frame looks
-    like a night scene and keeps 0.93)."""
-    args, _, out, _ = trained_robust
-    cfg = train_net.setup(args)
-    model = train_net.Trainer.build_model(cfg).eval()
-    train_net.RGBTCheckpointer(model).load(str(out / "model_final.pth"))
+def test_robust_stage_keeps_the_clean_path_of_the_plain_model(trained, trained_robust):
+    """On healthy pairs the robust model predicts as the plain model it was trained on: its gates are
+    fully open there and its gain correction inside its dead zone."""
+    (cfg, plain), (_, robust) = _model(trained), _model(trained_robust)
     mapper = RGBTDatasetMapper(cfg, is_train=False)
-    records = DatasetCatalog.get("synthetic_rgbt_test")
-    clean = _trust(model, mapper, records)
-    no_rgb, no_thermal = _trust(model, mapper, records, "rgb"), _trust(model, mapper, records, "thermal")
-    assert clean[1] - no_thermal[1] >= 0.1, (clean, no_thermal)
-    assert no_rgb[0] < clean[0], (clean, no_rgb)
-    # The other camera's trust does not fall with it.
-    assert no_thermal[0] >= clean[0] - 0.02 and no_rgb[1] >= clean[1] - 0.02, (clean, no_rgb, no_thermal)
+    same = total = 0
+    for rec in DatasetCatalog.get("synthetic_rgbt_test"):
+        d = mapper(rec)
+        with torch.no_grad():
+            a, b = plain([d])[0]["sem_seg"].argmax(0), robust([d])[0]["sem_seg"].argmax(0)
+        same, total = same + int((a == b).sum()), total + a.numel()
+    assert same / total >= 0.99, same / total
+    assert abs(_miou(trained_robust, "rgbt") - _miou(trained, "rgbt")) <= 1.0
+
+
+def test_robust_stage_keeps_its_accuracy_under_thermal_gain_steps(trained, trained_robust):
+    """Thermal x0.5 and x2 (clipped at 255): the plain model collapses, the robust one corrects the gain."""
+    for setting in ("thermal-dark-1", "thermal-bright-1"):
+        robust, plain = _miou(trained_robust, setting), _miou(trained, setting)
+        assert robust - plain >= 10.0, (setting, robust, plain)
+
+
+def test_trust_falls_for_a_flat_thermal_frame(trained_robust):
+    """Mean trust [RGB, thermal] over the test split, clean and with the thermal camera sending a flat
+    grey frame (a dead sensor): the thermal trust falls, the RGB trust does not fall with it."""
+    cfg, model = _model(trained_robust)
+    mapper = RGBTDatasetMapper(cfg, is_train=False)
+    clean, flat = [], []
+    for rec in DatasetCatalog.get("synthetic_rgbt_test"):
+        d = mapper(rec)
+        with torch.no_grad():
+            clean.append(model([d])[0]["trust"])
+            d["image"][3] = 128.0
+            flat.append(model([d])[0]["trust"])
+    clean, flat = torch.stack(clean).mean(0), torch.stack(flat).mean(0)
+    assert clean[1] - flat[1] >= 0.1, (clean, flat)
+    assert flat[0] >= clean[0] - 0.02, (clean, flat)
