@@ -49,6 +49,7 @@ __all__ = [
     "RIG_METHODS",
     "RIG_VERSION",
     "Rig",
+    "as_rig",
     "check_rig_sizes",
     "image_corners",
     "load_rig",
@@ -319,6 +320,11 @@ def load_rig(path: str | os.PathLike) -> Rig:
     rig = _parse(data, path)
     _LOADED[path] = (key, rig)
     return rig
+
+
+def as_rig(rig: Rig | str | os.PathLike | None) -> Rig | None:
+    """``rig`` itself, the rig file it names (:func:`load_rig`), or None: what a ``rig=`` argument takes."""
+    return rig if rig is None or isinstance(rig, Rig) else load_rig(rig)
 
 
 def save_rig(rig: Rig, path: str | os.PathLike) -> str:

@@ -5,6 +5,8 @@
 - :func:`render_rig_scene`: a scene of the synthetic set (``synthetic.render_scene``) seen by the
   RGB camera and by a thermal camera through that homography (the scene is drawn larger than the RGB
   image, so the thermal camera sees real content beyond the RGB borders, never a padded edge).
+- :func:`thermal_camera_view`: an aligned thermal image (in the RGB frame) as such a thermal camera
+  sees it (what turns an aligned set into a misaligned one with a known rig).
 - :func:`render_board_pair`: a heated calibration board (checkerboard or circle grid) in both views:
   dark squares or circles are warm, so they are bright in thermal, and thermal is blurred.
 
@@ -21,7 +23,7 @@ import numpy as np
 from .rig import image_corners, size_guess_homography
 from .synthetic import render_scene
 
-__all__ = ["random_rig_homography", "render_board_pair", "render_rig_scene"]
+__all__ = ["random_rig_homography", "render_board_pair", "render_rig_scene", "thermal_camera_view"]
 
 
 def random_rig_homography(
@@ -75,16 +77,26 @@ def render_rig_scene(
     m = _canvas_margin(homography, thermal_size, rgb_size)
     rgb, thermal, label = render_scene(rng, rh + 2 * m, rw + 2 * m, day)
     to_canvas = np.array([[1, 0, m], [0, 1, m], [0, 0, 1]], np.float64) @ homography
-    s = math.sqrt(abs(np.linalg.det(homography[:2, :2])))  # RGB pixels per thermal pixel
+    crop = (slice(m, m + rh), slice(m, m + rw))
+    return np.ascontiguousarray(rgb[crop]), thermal_camera_view(thermal, to_canvas, thermal_size), label[crop]
+
+
+def thermal_camera_view(
+    thermal: np.ndarray, homography: np.ndarray, thermal_size: tuple[int, int]
+) -> np.ndarray:
+    """What a thermal camera of ``thermal_size`` (H, W) sees of ``thermal`` (an H' x W' image in the
+    frame that ``homography`` maps the camera's pixels into, e.g. an aligned thermal image in the RGB
+    frame): uint8, anti-aliased (Gaussian) when the camera's pixels are larger than the image's; what it
+    sees beyond the image's borders is the image mirrored (drawn content, never a flat edge)."""
+    s = math.sqrt(abs(np.linalg.det(homography[:2, :2])))  # image pixels per thermal pixel
     src = thermal.astype(np.float32)
     if s > 1:
         src = cv2.GaussianBlur(src, (0, 0), 0.5 * math.sqrt(s * s - 1))
     seen = cv2.warpPerspective(
-        src, to_canvas, (thermal_size[1], thermal_size[0]), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+        src, homography, (thermal_size[1], thermal_size[0]), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REFLECT,
     )
-    crop = (slice(m, m + rh), slice(m, m + rw))
-    return np.ascontiguousarray(rgb[crop]), np.clip(np.round(seen), 0, 255).astype(np.uint8), label[crop]
+    return np.clip(np.round(seen), 0, 255).astype(np.uint8)
 
 
 def _board_texture(pattern: tuple[int, int], kind: str, px: int) -> np.ndarray:
