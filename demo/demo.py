@@ -77,6 +77,7 @@ from video import DEFAULT_FPS, PanelWriter, RGBTFrame, open_frames
 
 import sartm_d2  # noqa: F401  (compat patches + registration before detectron2)
 from sartm_d2.data.inputs import find_inputs, load_pair
+from sartm_d2.data.rig import Rig, in_rgb_frame
 
 # isort: split
 from detectron2.utils.logger import setup_logger
@@ -169,7 +170,7 @@ def run_video(
     total: int | None = None,
     *,
     overlay_on: str = "auto",
-    to_rgb_frame: Callable | None = None,
+    rig: Rig | None = None,
 ) -> dict:
     """Segment a stream frame by frame and write its panels; return frame count and timings.
 
@@ -177,8 +178,8 @@ def run_video(
     returns ``{"sem_seg": K x H x W logits (a tensor or an array), "trust": (2,) or None}`` like the
     package's predictors (both cameras; a one-camera graph reads its own), so any backend can be
     plugged in. ``total`` (the frame count, when known) sizes the progress bar, shown on stderr for
-    streams longer than PROGRESS_MIN_FRAMES. ``to_rgb_frame(rgb, thermal)`` gives the pair in the RGB
-    frame for the panel (the predictor's ``to_rgb_frame`` when it warps by a rig); None: as read.
+    streams longer than PROGRESS_MIN_FRAMES. ``rig``: the predictor's, by which the panel shows the
+    thermal frame in the RGB frame (``sartm_d2.data.rig.in_rgb_frame``, as the predictor warps it).
     """
     bar = tqdm(total=total, unit="frame", file=sys.stderr) if total and total > PROGRESS_MIN_FRAMES else None
     model_s, n = 0.0, 0
@@ -188,8 +189,7 @@ def run_video(
             t0 = time.perf_counter()
             out = predictor(frame.rgb, frame.thermal)
             model_s += time.perf_counter() - t0
-            rgb, thermal = (frame.rgb, frame.thermal) if to_rgb_frame is None else to_rgb_frame(
-                frame.rgb, frame.thermal)
+            rgb, thermal = in_rgb_frame(frame.rgb, frame.thermal, rig, where=frame.name)
             panel = draw_panel(rgb, thermal, out["sem_seg"].argmax(0), metadata, trust=out["trust"],
                                overlay_on=overlay_on)
             writer.write(panel, frame.name)
@@ -214,12 +214,12 @@ def main_video(args, cfg) -> list[str]:
     with open_frames(args.video_input, args.thermal_video, thermal_norm(args, cfg), rig) as frames:
         fps = args.fps or frames.fps or DEFAULT_FPS
         with PanelWriter(args.output, fps) as writer:
-            predictor = build_predictor(args, cfg, rig)
+            predictor = build_predictor(args, cfg)
             count = frames.count or "unknown number of"
             logger.info(f"{frames.description}: {count} frames -> {args.output}")
             try:
                 run_video(frames, predictor, predictor.metadata, writer, total=frames.count,
-                          overlay_on=args.overlay_on, to_rgb_frame=predictor.to_rgb_frame)
+                          overlay_on=args.overlay_on, rig=rig)
             except InputSizeError as e:
                 raise InputSizeError(f"--video-input {args.video_input!r}: {e}") from None
     return writer.written
@@ -237,7 +237,7 @@ def main(argv=None) -> list[str]:
     norm = thermal_norm(args, cfg)
     rig = input_rig(args, cfg)
     items = find_inputs(args.input, args.thermal, args.modality)
-    predictor = build_predictor(args, cfg, rig)
+    predictor = build_predictor(args, cfg)
     os.makedirs(args.output, exist_ok=True)
     written = []
     for i, item in enumerate(items, 1):
@@ -247,7 +247,7 @@ def main(argv=None) -> list[str]:
             out = predictor(rgb, thermal, args.modality, image_id=item.name)
         except InputSizeError as e:
             raise InputSizeError(f"{item.rgb_path or item.thermal_path!r}: {e}") from None
-        rgb, thermal = predictor.to_rgb_frame(rgb, thermal, image_id=item.name)  # what the model saw
+        rgb, thermal = in_rgb_frame(rgb, thermal, rig, where=item.name)  # as the predictor warps it
         panel = draw_panel(rgb, thermal, out["sem_seg"].argmax(0), predictor.metadata, trust=out["trust"],
                            overlay_on=args.overlay_on)
         path = os.path.join(args.output, f"{item.name}.png")

@@ -101,9 +101,10 @@ def input_rig(args, cfg) -> Rig | None:
     return None if cfg is None else predictor_rig(cfg)
 
 
-def build_predictor(args, cfg, rig: Rig | None = None) -> RGBTPredictor | OnnxRGBTPredictor:
-    """``RGBTPredictor(cfg, rig)``, or ``OnnxRGBTPredictor`` with --onnx (``rig``: :func:`input_rig`'s);
-    --threads sets the CPU threads."""
+def build_predictor(args, cfg) -> RGBTPredictor | OnnxRGBTPredictor:
+    """``RGBTPredictor(cfg, rig)``, or ``OnnxRGBTPredictor`` with --onnx, ``rig`` being
+    :func:`input_rig`'s; --threads sets the CPU threads."""
+    rig = input_rig(args, cfg)
     if args.onnx:
         return OnnxRGBTPredictor(args.onnx, threads=args.threads, rig=rig)
     if args.threads:

@@ -52,7 +52,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 from drawing import OVERLAY_BASES, draw_panel
-from model_options import add_model_options, build_predictor, check_model_options, input_rig, setup_cfg
+from model_options import add_model_options, build_predictor, check_model_options, setup_cfg
 from PIL import Image
 from video import open_frames
 
@@ -289,10 +289,10 @@ class WebDemo:
             (rw, rh), (tw, th) = sizes
             rgb_name, thermal_name = (os.path.basename(p) for p in paths)
             raise InputError(
-                f"{rgb_name!r} is {rw}x{rh} (WxH) but {thermal_name!r} is {tw}x{th}: the cameras are not "
-                "pixel-aligned, and the page has no rig to warp thermal into the RGB frame. Restart it with "
-                "--rig FILE (the pair's rig file; tools/calibrate_rig.py writes one), or upload a "
-                "pixel-aligned pair of one size."
+                f"RGB and thermal sizes differ: {rgb_name!r} is {rw}x{rh} and {thermal_name!r} is {tw}x{th} "
+                "(WxH): the cameras are not pixel-aligned, and the page has no rig to warp thermal into the "
+                "RGB frame. Restart it with --rig FILE (the pair's rig file; tools/calibrate_rig.py writes "
+                "one), or upload a pixel-aligned pair of one size."
             )
 
     def _check_pixels(self, path: str) -> None:
@@ -694,8 +694,8 @@ def main(argv=None) -> None:
         setup_logger(name="fvcore")
         setup_logger(name="sartm_d2")
         cfg = None if args.onnx else setup_cfg(args)
-        rig = input_rig(args, cfg)
-        predictor = build_predictor(args, cfg, rig)
+        predictor = build_predictor(args, cfg)
+        rig = predictor.rig
         app = WebDemo(predictor, workdir, max_pixels=args.max_pixels, max_frames=args.max_frames)
         # An exported graph has one input size: the examples are drawn at it.
         sizes = [(predictor.segmenter.height, predictor.segmenter.width)] if args.onnx else EXAMPLE_SIZES

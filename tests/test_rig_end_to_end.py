@@ -265,13 +265,16 @@ def test_the_web_page_takes_two_sizes_with_a_rig_and_names_the_rig_without(rig_s
                             [*rig_set["opts"], "DATASETS.TEST", "('synthetic_rgbt_test',)"])
     without = web.WebDemo(RGBTPredictor(aligned), str(tmp_path / "b"))
     assert without.rig is None
-    with pytest.raises(web.InputError, match=r"'s4.png' is 96x64 \(WxH\) but 's4.png' is 80x48: the cameras "
-                       r"are not pixel-aligned.*--rig FILE"):
+    with pytest.raises(web.InputError, match=r"sizes differ: 's4.png' is 96x64 and 's4.png' is 80x48 "
+                       r"\(WxH\): the cameras are not pixel-aligned.*Restart it with --rig FILE"):
         without.segment_files(record["file_name"], record["thermal_file_name"])
     examples = web.write_examples(str(tmp_path / "ex"), [(32, 32)], rig=with_rig.rig)
     for _, (first, second) in examples:
         assert cv2.imread(first).shape[:2] == RGB_SIZE and cv2.imread(second, -1).shape == THERMAL_SIZE
         with_rig.segment_files(first, second)
+    clip = web.write_example_clip(str(tmp_path / "ex"), 32, 32, frames=2, rig=with_rig.rig)
+    result = with_rig.segment_clip(*clip)
+    assert len(result.frames) == 2 and result.pred.shape == RGB_SIZE
 
 
 # ----------------------------------------------------------------------------- what a user sees

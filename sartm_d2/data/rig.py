@@ -52,6 +52,7 @@ __all__ = [
     "as_rig",
     "check_rig_sizes",
     "image_corners",
+    "in_rgb_frame",
     "load_rig",
     "pixel_normaliser",
     "save_rig",
@@ -400,3 +401,16 @@ def warp_thermal(thermal: np.ndarray, rig: Rig, *, path: str = "<array>") -> tup
     )
     warped[~valid] = np.nan
     return warped, valid.copy()
+
+
+def in_rgb_frame(rgb: np.ndarray | None, thermal: np.ndarray | None, rig: Rig | None, *,
+                 where: str = "<array>") -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A pair as the model takes it, in the RGB frame: with ``rig``, the thermal image (of its thermal
+    size) warped by :func:`warp_thermal` (NaN where the thermal camera does not see) after both sizes
+    are checked (errors name ``where``); without a rig, or without a thermal image, both unchanged."""
+    if rig is None or thermal is None:
+        return rgb, thermal
+    thermal = np.asarray(thermal)
+    if rgb is not None:
+        check_rig_sizes(rig, rgb.shape, thermal.shape, f"{where} (rgb)", f"{where} (thermal)")
+    return rgb, warp_thermal(thermal, rig, path=f"{where} (thermal)")[0]

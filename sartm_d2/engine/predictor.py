@@ -35,7 +35,7 @@ from detectron2.data.catalog import Metadata
 
 from ..data import RGBTDatasetMapper, get_classes
 from ..data.degradations import setting_names
-from ..data.rig import Rig, as_rig, check_rig_sizes, load_rig, warp_thermal
+from ..data.rig import Rig, as_rig, in_rgb_frame, load_rig
 from ..modalities import PRESENCE
 from .defaults import build_inference_model
 
@@ -89,17 +89,11 @@ class _MappedPredictor:
 
     def to_rgb_frame(self, rgb: np.ndarray | None, thermal: np.ndarray | None, *,
                      image_id: str | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(rgb, thermal in the RGB frame): with a rig, the thermal image (of the rig's thermal size)
-        warped by ``rig.warp_thermal``'s rule (float32 at the rig's RGB size, NaN where the thermal
-        camera does not see); without one, both unchanged. An image of a size the rig was not made for
-        is the rig's error (naming ``image_id``). What the model is given, and what a panel draws."""
-        if self.rig is None or thermal is None:
-            return rgb, thermal
-        where = image_id or "<array>"
-        thermal = np.asarray(thermal)
-        if rgb is not None:
-            check_rig_sizes(self.rig, rgb.shape, thermal.shape, f"{where} (rgb)", f"{where} (thermal)")
-        return rgb, warp_thermal(thermal, self.rig, path=f"{where} (thermal)")[0]
+        """(rgb, thermal in the RGB frame) by the predictor's rig (``sartm_d2.data.rig.in_rgb_frame``:
+        with a rig, the thermal image of its thermal size warped, NaN where the thermal camera does not
+        see; without one, both unchanged; a size the rig was not made for is its error, naming
+        ``image_id``). What the model is given, and what a panel draws."""
+        return in_rgb_frame(rgb, thermal, self.rig, where=image_id or "<array>")
 
     def _build_mapper(self, setting: str) -> RGBTDatasetMapper:
         raise NotImplementedError
