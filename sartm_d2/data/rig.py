@@ -51,6 +51,7 @@ __all__ = [
     "Rig",
     "as_rig",
     "check_rig_sizes",
+    "corner_error",
     "image_corners",
     "in_rgb_frame",
     "load_rig",
@@ -222,6 +223,13 @@ def thermal_corners_in_rgb(rig: Rig, homography: np.ndarray | None = None) -> np
     """
     h = rig.homography if homography is None else np.asarray(homography, np.float64)
     return cv2.perspectiveTransform(image_corners(rig.thermal_size)[None], h)[0]
+
+
+def corner_error(truth: Rig, homography: np.ndarray) -> float:
+    """The corner error of ``homography`` against ``truth``: the mean distance (RGB pixels) of where
+    the thermal image's corners land under the two (:func:`thermal_corners_in_rgb`)."""
+    diff = thermal_corners_in_rgb(truth, homography) - thermal_corners_in_rgb(truth)
+    return float(np.linalg.norm(diff, axis=1).mean())
 
 
 def size_guess_homography(

@@ -1,7 +1,8 @@
 """Synthetic camera pairs that are not pixel-aligned, with a known rig (tests, ``tools/measure_rig.py``).
 
 - :func:`random_rig_homography`: a thermal -> RGB homography of another resolution, shifted, rotated
-  and scaled about the image centre (what a second camera beside the first gives, within limits).
+  and scaled about the image centre (what a second camera beside the first gives, within limits);
+  :func:`rig_homography` of given values.
 - :func:`render_rig_scene`: a scene of the synthetic set (``synthetic.render_scene``) seen by the
   RGB camera and by a thermal camera through that homography (the scene is drawn larger than the RGB
   image, so the thermal camera sees real content beyond the RGB borders, never a padded edge).
@@ -23,7 +24,8 @@ import numpy as np
 from .rig import image_corners, size_guess_homography
 from .synthetic import render_scene
 
-__all__ = ["random_rig_homography", "render_board_pair", "render_rig_scene", "thermal_camera_view"]
+__all__ = ["random_rig_homography", "render_board_pair", "render_rig_scene", "rig_homography",
+           "thermal_camera_view"]
 
 
 def random_rig_homography(
@@ -38,19 +40,38 @@ def random_rig_homography(
 ) -> np.ndarray:
     """The size guess (thermal stretched onto the RGB image), then a random similarity about the RGB
     centre: shift up to ``max_shift`` RGB pixels per axis, rotation up to ``max_rotation_deg``, scale in
-    ``scale``, and a slight keystone (up to ``max_perspective`` relative scale change across the image)."""
-    rh, rw = rgb_size
-    angle = math.radians(rng.uniform(-max_rotation_deg, max_rotation_deg))
+    ``scale``, and a slight keystone (up to ``max_perspective`` relative scale change across the image);
+    :func:`rig_homography` of the drawn values."""
+    angle = rng.uniform(-max_rotation_deg, max_rotation_deg)
     k = rng.uniform(*scale)
+    shift = rng.uniform(-max_shift, max_shift, 2)
+    keystone = rng.uniform(-max_perspective, max_perspective, 2)
+    return rig_homography(thermal_size, rgb_size, shift=shift, rotation_deg=angle, scale=k, keystone=keystone)
+
+
+def rig_homography(
+    thermal_size: tuple[int, int],
+    rgb_size: tuple[int, int],
+    *,
+    shift=(0.0, 0.0),
+    rotation_deg: float = 0.0,
+    scale: float = 1.0,
+    keystone=(0.0, 0.0),
+) -> np.ndarray:
+    """The size guess (thermal stretched onto the RGB image), then about the RGB centre: a keystone
+    (relative scale change (x, y) across the image; the centre stays), a rotation by ``rotation_deg``, a
+    scale by ``scale`` and a ``shift`` (x, y) in RGB pixels: a known rig of a second camera."""
+    rh, rw = rgb_size
+    angle = math.radians(rotation_deg)
     c = np.array([(rw - 1) / 2, (rh - 1) / 2])
-    rot = k * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    rot = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     sim = np.eye(3)
     sim[:2, :2] = rot
-    sim[:2, 2] = c + rng.uniform(-max_shift, max_shift, 2) - rot @ c
-    keystone = np.eye(3)
-    keystone[2, :2] = rng.uniform(-max_perspective, max_perspective, 2) / np.array([rw, rh])
-    keystone[:2, 2] = (keystone[2, :2] @ c) * c  # the centre stays in place
-    h = sim @ keystone @ size_guess_homography(thermal_size, rgb_size)
+    sim[:2, 2] = c + np.asarray(shift, np.float64) - rot @ c
+    persp = np.eye(3)
+    persp[2, :2] = np.asarray(keystone, np.float64) / np.array([rw, rh])
+    persp[:2, 2] = (persp[2, :2] @ c) * c  # the centre stays in place
+    h = sim @ persp @ size_guess_homography(thermal_size, rgb_size)
     return h / h[2, 2]
 
 
