@@ -202,6 +202,24 @@ def test_eval_only_the_graph_and_both_predictors_agree_on_misaligned_pairs(rig_s
         onnx_predictor(rgb, np.zeros(RGB_SIZE, np.float32))
 
 
+def test_export_checks_parity_on_demo_style_inputs_through_their_rig(rig_set, tmp_path):
+    """--parity-input (the set's folder of rgb/ + thermal/ pairs, of two sizes) with --rig: the parity
+    images are warped by the rig (their thermal NaN outside its view) and the check passes; --rig
+    without such inputs is refused (a registered set has its own rig)."""
+    tool = load_script("tools/export_model.py", "export_model_rig_e2e")
+    common = ["--register", rig_set["module"], "--config-file", rig_set["config"], "--output", str(tmp_path)]
+    rc = tool.main([*common, "--parity-input", str(rig_set["root"]), "--rig", rig_set["rig_file"],
+                    "--parity-images", "3", *rig_set["opts"]])
+    parity = read_sidecar(str(tmp_path / "model.onnx"))["parity"]
+    assert rc == 0 and parity["passed"] and parity["source"] == "--parity-input"
+    assert parity["images"] == ["s0", "s1", "s2"] and (parity["height"], parity["width"]) == RGB_SIZE
+    records, _ = tool.parity_records(None, [str(rig_set["root"])], rig_set["rig_file"])
+    _, thermal = read_rgbt(records[0])
+    np.testing.assert_array_equal(np.isfinite(thermal), rig_set["view"])
+    with pytest.raises(SystemExit, match="--rig belongs to --parity-input / --calibration-input"):
+        tool.main([*common, "--rig", rig_set["rig_file"], *rig_set["opts"]])
+
+
 def test_demo_draws_the_rig_pairs_in_the_rgb_frame_with_no_data_grey(rig_set, tmp_path, monkeypatch):
     """demo/demo.py --rig on raw pairs (two sizes): the panel is draw_panel of the predictor's prediction
     and the warped thermal image, at the RGB size; its thermal panel is the neutral grey exactly where the

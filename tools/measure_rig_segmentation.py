@@ -10,7 +10,7 @@ aligned thermal image is seen by a thermal camera of ``--thermal-size`` through 
 (``sartm_d2.data.synthetic_rig.thermal_camera_view``: anti-aliased, the scene mirrored beyond the RGB
 image's borders). The pairs are written to ``--work`` and registered as datasets with their rig file
 (``register_rgbt_sem_seg(..., rig=)``), so each evaluation goes through the normal test loader,
-mapper and evaluator (``Trainer.test``), as a user's would. Rows, each mIoU_all over the 48 images:
+mapper and evaluator (``Trainer.test``), as a user's would. Rows, each mIoU_all over the test split:
 
 - aligned: the embedded test split itself;
 - the true rig, and the rig that ``tools/calibrate_rig.py ecc`` recovers from 8 unlabelled pairs of
@@ -53,9 +53,9 @@ from sartm_d2.engine import Trainer, build_inference_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST, TRAIN = "synthetic_rgbt_test", "synthetic_rgbt_train"
-# The known rigs, about the RGB centre on top of the size guess (the phase-1 ranges at this size: shift up
-# to 7.5 px, rotation up to 3 degrees). FULL: a wider thermal view that covers the whole RGB image;
-# PARTIAL: a narrower one.
+# The known rigs, about the RGB centre on top of the size guess, within tools/measure_rig.py's ranges
+# scaled to a 128x160 image (shift up to 7.5 px, rotation up to 3 degrees). FULL: a wider thermal view
+# that covers the whole RGB image; PARTIAL: a narrower one.
 FULL = {"shift": (6.0, -4.0), "rotation_deg": 2.5, "scale": 1.15, "keystone": (0.01, -0.01)}
 PARTIAL = {"shift": (-14.0, 8.0), "rotation_deg": -2.0, "scale": 0.7, "keystone": (0.0, 0.0)}
 FILLS = (0.0, 128.0)
