@@ -164,10 +164,12 @@ def evaluate(cfg, model, name: str) -> float:
     return float(result["sem_seg"]["mIoU_all"])
 
 
-def measure_model(cfg, weights: str, sets: Sets, rigs: dict[str, str]) -> dict:
+def measure_model(cfg, name: str, weights: str, sets: Sets, rigs: dict[str, str]) -> dict:
+    """Every row of the tables for one model (its evaluation files under OUTPUT_DIR/``name``)."""
     c = cfg.clone()
     c.defrost()
     c.MODEL.WEIGHTS = weights
+    c.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, name)
     c.freeze()
     model = build_inference_model(c)
     out = {"aligned": evaluate(c, model, TEST)}
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {"plain": args.weights}
     if args.partial_view_weights:
         models["partial-view"] = args.partial_view_weights
-    results = {name: measure_model(cfg, weights, sets, rigs) for name, weights in models.items()}
+    results = {name: measure_model(cfg, name, weights, sets, rigs) for name, weights in models.items()}
     summary = {
         "thermal_size": list(args.thermal_size), "rgb_size": list(sets.rgb_size), "images": len(sets.names),
         "rigs": {"true": sets.full.to_dict(), "partial": sets.partial.to_dict(),
