@@ -33,18 +33,19 @@ from sartm_d2.data.rig import Rig, save_rig
 from sartm_d2.data.synthetic_rig import random_rig_homography, render_rig_scene
 from sartm_d2.engine import RGBTPredictor, argument_parser
 from sartm_d2.engine import main as engine_main
-
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
-# isort: split
-from sartm_d2.export import OnnxRGBTPredictor, read_sidecar  # noqa: E402
+from sartm_d2.export import OnnxRGBTPredictor, read_sidecar
 
 RGB_SIZE, THERMAL_SIZE = (64, 96), (48, 80)
 TRAIN, TEST = ("rig_e2e_train", "rig_e2e_test")
 NAMES = {"train": ["s0", "s1", "s2", "s3"], "test": ["s4", "s5"]}
 SINGULAR = {"homography": [[1, 2, 0], [2, 4, 0], [0, 0, 1]], "rgb_size": list(RGB_SIZE),
             "thermal_size": list(THERMAL_SIZE), "method": "manual"}
+
+
+def _require_deploy():
+    """The export tests need onnx and onnxruntime (the deploy extra); the others run without them."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
 
 
 def _view(rig: Rig) -> np.ndarray:
@@ -134,6 +135,7 @@ def evaluated(rig_set):
 @pytest.fixture(scope="module")
 def exported(rig_set):
     """tools/export_model.py on the rig's set: the parity images are its test pairs, warped (NaN outside)."""
+    _require_deploy()
     tool = load_script("tools/export_model.py", "export_model_rig_e2e")
     out = str(rig_set["root"] / "onnx")
     rc = tool.main(["--register", rig_set["module"], "--config-file", rig_set["config"], "--output", out,
@@ -206,6 +208,7 @@ def test_export_checks_parity_on_demo_style_inputs_through_their_rig(rig_set, tm
     """--parity-input (the set's folder of rgb/ + thermal/ pairs, of two sizes) with --rig: the parity
     images are warped by the rig (their thermal NaN outside its view) and the check passes; --rig
     without such inputs is refused (a registered set has its own rig)."""
+    _require_deploy()
     tool = load_script("tools/export_model.py", "export_model_rig_e2e")
     common = ["--register", rig_set["module"], "--config-file", rig_set["config"], "--output", str(tmp_path)]
     rc = tool.main([*common, "--parity-input", str(rig_set["root"]), "--rig", rig_set["rig_file"],
