@@ -23,6 +23,10 @@ Examples::
     python demo/demo.py --config-file configs/mfnet-anymodal.yaml --modality thermal --input ir/ \\
         --output output/demo --opts MODEL.WEIGHTS output/mfnet-anymodal/model_final.pth
 
+    # cameras that are not pixel-aligned (other sizes, fields of view): their rig (tools/calibrate_rig.py)
+    python demo/demo.py --config-file configs/own-dataset.yaml --rig rig.json --input rgb/0001.png \
+        --thermal thermal/0001.png --output output/demo --opts MODEL.WEIGHTS output/own/model_final.pth
+
     # an exported model (tools/export_model.py), run by onnxruntime; no model is built, no config read
     python demo/demo.py --onnx output/onnx/model.onnx --input night.png --thermal night_ir.png --output vis/
     python demo/demo.py --onnx output/onnx/model.onnx --video-input rgb.mp4 --thermal-video ir.mp4 \\
@@ -43,6 +47,10 @@ Streams (``video.py`` reads and writes them): a video when ``--output`` ends in 
 the input video's frame rate (10 fps for frame folders, or ``--fps``), else one PNG per frame.
 With ``--onnx``, images must have the exported size (its sidecar ``<file>.json`` says which): the
 graph has fixed sizes, and another size is an error naming both (re-export for that size).
+With ``--rig`` (default with ``--config-file``: the rig DATASETS.TEST[0] was registered with) the
+inputs are pairs of the rig's RGB and thermal sizes; each thermal image (or stream frame) is warped
+into the RGB frame, and the panels are in the RGB frame, the thermal one grey where the thermal
+camera does not see.
 """
 
 from __future__ import annotations
@@ -56,12 +64,20 @@ from collections.abc import Callable, Iterable
 
 import cv2
 from drawing import OVERLAY_BASES, draw_panel
-from model_options import add_model_options, build_predictor, check_model_options, setup_cfg, thermal_norm
+from model_options import (
+    add_model_options,
+    build_predictor,
+    check_model_options,
+    input_rig,
+    setup_cfg,
+    thermal_norm,
+)
 from tqdm import tqdm
 from video import DEFAULT_FPS, PanelWriter, RGBTFrame, open_frames
 
 import sartm_d2  # noqa: F401  (compat patches + registration before detectron2)
 from sartm_d2.data.inputs import find_inputs, load_pair
+from sartm_d2.data.rig import Rig, in_rgb_frame
 
 # isort: split
 from detectron2.utils.logger import setup_logger
@@ -154,6 +170,7 @@ def run_video(
     total: int | None = None,
     *,
     overlay_on: str = "auto",
+    rig: Rig | None = None,
 ) -> dict:
     """Segment a stream frame by frame and write its panels; return frame count and timings.
 
@@ -161,7 +178,8 @@ def run_video(
     returns ``{"sem_seg": K x H x W logits (a tensor or an array), "trust": (2,) or None}`` like the
     package's predictors (both cameras; a one-camera graph reads its own), so any backend can be
     plugged in. ``total`` (the frame count, when known) sizes the progress bar, shown on stderr for
-    streams longer than PROGRESS_MIN_FRAMES.
+    streams longer than PROGRESS_MIN_FRAMES. ``rig``: the predictor's, by which the panel shows the
+    thermal frame in the RGB frame (``sartm_d2.data.rig.in_rgb_frame``, as the predictor warps it).
     """
     bar = tqdm(total=total, unit="frame", file=sys.stderr) if total and total > PROGRESS_MIN_FRAMES else None
     model_s, n = 0.0, 0
@@ -171,8 +189,9 @@ def run_video(
             t0 = time.perf_counter()
             out = predictor(frame.rgb, frame.thermal)
             model_s += time.perf_counter() - t0
-            panel = draw_panel(frame.rgb, frame.thermal, out["sem_seg"].argmax(0), metadata,
-                               trust=out["trust"], overlay_on=overlay_on)
+            rgb, thermal = in_rgb_frame(frame.rgb, frame.thermal, rig, where=frame.name)
+            panel = draw_panel(rgb, thermal, out["sem_seg"].argmax(0), metadata, trust=out["trust"],
+                               overlay_on=overlay_on)
             writer.write(panel, frame.name)
             n += 1
             if bar is not None:
@@ -191,7 +210,8 @@ def run_video(
 
 def main_video(args, cfg) -> list[str]:
     """The stream mode of :func:`main`; the input and the output are checked before the model is built."""
-    with open_frames(args.video_input, args.thermal_video, thermal_norm(args, cfg)) as frames:
+    rig = input_rig(args, cfg)
+    with open_frames(args.video_input, args.thermal_video, thermal_norm(args, cfg), rig) as frames:
         fps = args.fps or frames.fps or DEFAULT_FPS
         with PanelWriter(args.output, fps) as writer:
             predictor = build_predictor(args, cfg)
@@ -199,7 +219,7 @@ def main_video(args, cfg) -> list[str]:
             logger.info(f"{frames.description}: {count} frames -> {args.output}")
             try:
                 run_video(frames, predictor, predictor.metadata, writer, total=frames.count,
-                          overlay_on=args.overlay_on)
+                          overlay_on=args.overlay_on, rig=rig)
             except InputSizeError as e:
                 raise InputSizeError(f"--video-input {args.video_input!r}: {e}") from None
     return writer.written
@@ -215,17 +235,19 @@ def main(argv=None) -> list[str]:
     if args.video_input:
         return main_video(args, cfg)
     norm = thermal_norm(args, cfg)
+    rig = input_rig(args, cfg)
     items = find_inputs(args.input, args.thermal, args.modality)
     predictor = build_predictor(args, cfg)
     os.makedirs(args.output, exist_ok=True)
     written = []
     for i, item in enumerate(items, 1):
         start = time.perf_counter()
-        rgb, thermal = load_pair(item, norm)
+        rgb, thermal = load_pair(item, norm, rig)
         try:
             out = predictor(rgb, thermal, args.modality, image_id=item.name)
         except InputSizeError as e:
             raise InputSizeError(f"{item.rgb_path or item.thermal_path!r}: {e}") from None
+        rgb, thermal = in_rgb_frame(rgb, thermal, rig, where=item.name)  # as the predictor warps it
         panel = draw_panel(rgb, thermal, out["sem_seg"].argmax(0), predictor.metadata, trust=out["trust"],
                            overlay_on=args.overlay_on)
         path = os.path.join(args.output, f"{item.name}.png")

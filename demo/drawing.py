@@ -4,6 +4,9 @@
 captioned, above one strip with the legend of the classes present and the per-camera trust bar.
 Inputs under 480 px on the short side are drawn upscaled; a dark RGB image is brightened under
 the masks (or the masks go over the thermal image); a missing camera's panel is grey and says so.
+Thermal pixels without data (NaN: outside a rig's thermal view, ``sartm_d2.data.rig``) are drawn in
+the same neutral grey, never as a temperature (INFERNO's black would read as cold), and the caption
+says so; the prediction covers the whole RGB frame.
 Class names are only in the legend: the in-place labels of Detectron2's ``draw_sem_seg``, sized
 for COCO photographs, run into each other on small images. ``demo/demo.py``, ``demo/video.py``
 and ``demo/web.py`` draw every picture, frame and page result with it.
@@ -47,7 +50,8 @@ _BLACK_ALPHA = 0.3  # a black class (background, unlabelled) only dims the image
 _EDGE = (255, 255, 240)  # Detectron2's off-white mask outline
 _BAR_BACKGROUND = (24, 24, 24)
 _TEXT = (235, 235, 235)
-_MISSING_GREY = 96
+_MISSING_GREY = 96  # a missing camera, and thermal pixels without data: INFERNO has no neutral grey
+_NO_DATA_CAPTION = "thermal (grey: no data)"
 
 
 @dataclass(frozen=True)
@@ -194,8 +198,9 @@ def render_panel(
     """RGB | thermal (INFERNO) | prediction, captioned, over one strip: the legend and the trust bar.
 
     Args:
-        rgb: uint8 H x W x 3 in RGB order; thermal: H x W in 0..255; either may be None (that
-            camera's panel is grey and says "no RGB" / "no thermal").
+        rgb: uint8 H x W x 3 in RGB order; thermal: H x W in 0..255, NaN where it holds no data
+            (drawn grey); either may be None (that camera's panel is grey and says "no RGB" / "no
+            thermal").
         pred: H x W class ids (Tensor or array); metadata: ``stuff_classes`` / ``stuff_colors``.
         trust: None, or the model's [RGB, thermal] trust in 0..1 (a predictor's ``"trust"``); a
             missing camera is shown as "missing" whatever its value.
@@ -222,12 +227,18 @@ def render_panel(
         rgb = None if rgb is None else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
         thermal = None if thermal is None else cv2.resize(
             np.asarray(thermal, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    no_data = None
     if thermal is None:
         thermal_rgb = thermal_grey = None
     else:
-        thermal_u8 = np.clip(np.rint(thermal), 0, 255).astype(np.uint8)
-        thermal_rgb = cv2.applyColorMap(thermal_u8, cv2.COLORMAP_INFERNO)[:, :, ::-1]
+        # Bilinear upscaling above spreads a NaN to its neighbours: the grey errs on the side of "not seen".
+        valid = np.isfinite(thermal)
+        thermal_u8 = np.clip(np.rint(np.where(valid, thermal, 0.0)), 0, 255).astype(np.uint8)
+        thermal_rgb = cv2.applyColorMap(thermal_u8, cv2.COLORMAP_INFERNO)[:, :, ::-1].copy()
         thermal_grey = np.repeat(thermal_u8[:, :, None], 3, axis=2)
+        no_data = ~valid if not valid.all() else None
+        if no_data is not None:
+            thermal_rgb[no_data] = thermal_grey[no_data] = _MISSING_GREY
     base = {"rgb": rgb, "rgb-bright": rgb, "thermal": thermal_grey}[base_name]
     if base_name == "rgb-bright":
         base = brighten(rgb)
@@ -269,7 +280,7 @@ def render_panel(
     img = Image.new("RGB", (total_w, header + h + strip_h), _BAR_BACKGROUND)
     img.paste(Image.fromarray(np.ascontiguousarray(np.concatenate(panels, axis=1))), (0, header))
     draw = ImageDraw.Draw(img)
-    captions = ["RGB", "thermal", _CAPTIONS[base_name]]
+    captions = ["RGB", "thermal" if no_data is None else _NO_DATA_CAPTION, _CAPTIONS[base_name]]
     for i, caption in enumerate(captions):
         text = _fit(caption, font, w - 2 * pad)
         draw.text((i * w + pad, header / 2), text, fill=_TEXT, font=font, anchor="lm")

@@ -11,6 +11,9 @@ Inputs (:func:`open_frames`), each read one frame at a time (nothing holds the w
 * one 4-channel video that OpenCV decodes to BGRA (see below), ``--video-input rgbt.avi``.
 
 A video is not paired with a folder: a folder has no frame rate or timestamps to align with.
+With a rig (``--rig``: cameras that are not pixel-aligned) every RGB frame must be of the rig's RGB
+size and every thermal frame of its thermal size (else the rig's error, naming the frame); the
+thermal frames stay in their own frame, which the predictor warps into the RGB frame, one by one.
 Thermal video frames follow the still-image conventions of ``sartm_d2.data.io``: one grey channel
 (three equal channels count as grey; unequal ones, a false-colour palette, are reduced to their
 luminance with one warning) and ``normalize_thermal`` to float32 0..255; 16-bit grey video
@@ -65,6 +68,7 @@ import numpy as np
 
 from sartm_d2.data.inputs import read_rgbt_image
 from sartm_d2.data.io import IMAGE_EXTENSIONS, normalize_thermal, read_rgbt
+from sartm_d2.data.rig import Rig, check_rig_sizes
 
 __all__ = [
     "DEFAULT_FPS",
@@ -91,7 +95,8 @@ _BGRA = "BGRA"
 
 @dataclass(frozen=True)
 class RGBTFrame:
-    """One frame pair: rgb uint8 H x W x 3 (RGB order), thermal float32 H x W in 0..255."""
+    """One frame pair: rgb uint8 H x W x 3 (RGB order), thermal float32 in 0..255, H x W (with a rig:
+    the thermal camera's size, not yet warped)."""
 
     index: int
     name: str  # output stem: frame index, plus the RGB file stem for frame folders
@@ -227,10 +232,11 @@ def _chain(first, rest):
 class _RGBTFolder(FrameReader):
     """A folder of 4-channel R,G,B,T images, each read like an MFNet PNG by ``read_rgbt``."""
 
-    def __init__(self, folder: str, thermal_16bit_norm: str):
+    def __init__(self, folder: str, thermal_16bit_norm: str, rig: Rig | None = None):
         self.files = _frame_files(folder)
         self.count = len(self.files)
         self.norm = thermal_16bit_norm
+        self.rig = rig
         read_rgbt_image(
             self.files[0], "give the thermal frames with --thermal-video ir_frames/ (or a thermal video)",
             where=f" (first frame of {folder!r})",
@@ -240,14 +246,14 @@ class _RGBTFolder(FrameReader):
     def _generate(self):
         for path in self.files:
             record = {"file_name": path, "thermal_file_name": path, "image_id": path}
-            rgb, thermal = read_rgbt(record, self.norm)
+            rgb, thermal = read_rgbt(record, self.norm, self.rig, warp=False)
             yield rgb, thermal, repr(path), os.path.splitext(os.path.basename(path))[0]
 
 
 class _PairedFolders(FrameReader):
     """RGB and thermal frame folders paired by sorted position; each pair read by ``read_rgbt``."""
 
-    def __init__(self, rgb_folder: str, thermal_folder: str, thermal_16bit_norm: str):
+    def __init__(self, rgb_folder: str, thermal_folder: str, thermal_16bit_norm: str, rig: Rig | None = None):
         self.rgb_files = _frame_files(rgb_folder)
         self.thermal_files = _frame_files(thermal_folder)
         if len(self.rgb_files) != len(self.thermal_files):
@@ -258,12 +264,14 @@ class _PairedFolders(FrameReader):
             )
         self.count = len(self.rgb_files)
         self.norm = thermal_16bit_norm
+        self.rig = rig
         super().__init__(f"Folders {rgb_folder!r} and {thermal_folder!r}")
 
     def _generate(self):
         for rgb_path, thermal_path in zip(self.rgb_files, self.thermal_files):
             record = {"file_name": rgb_path, "thermal_file_name": thermal_path, "image_id": rgb_path}
-            rgb, thermal = read_rgbt(record, self.norm)  # also refuses an RGB/thermal size mismatch
+            # Also refuses an RGB/thermal size mismatch (with a rig: sizes other than the rig's).
+            rgb, thermal = read_rgbt(record, self.norm, self.rig, warp=False)
             yield rgb, thermal, repr(rgb_path), os.path.splitext(os.path.basename(rgb_path))[0]
 
 
@@ -286,7 +294,7 @@ def _thermal_plane(frame: np.ndarray, path: str) -> np.ndarray:
 class _PairedVideos(FrameReader):
     """An RGB video and a thermal video, frame i with frame i."""
 
-    def __init__(self, rgb_path: str, thermal_path: str, thermal_16bit_norm: str):
+    def __init__(self, rgb_path: str, thermal_path: str, thermal_16bit_norm: str, rig: Rig | None = None):
         self.rgb = _Video(rgb_path, "RGB")
         self.thermal = _Video(thermal_path, "thermal")
         if self.thermal.pixel_format in _GREY_FORMATS:
@@ -304,6 +312,7 @@ class _PairedVideos(FrameReader):
                 rgb_path, self.fps, thermal_path, self.thermal.fps,
             )
         self.norm = thermal_16bit_norm
+        self.rig = rig
         super().__init__(f"Videos {rgb_path!r} and {thermal_path!r}")
 
     def _generate(self):
@@ -324,11 +333,14 @@ class _PairedVideos(FrameReader):
                     f"frame (the first {ended.read_count} pairs were processed)."
                 )
             plane = _thermal_plane(t, self.thermal.path)
-            if plane.shape != bgr.shape[:2]:
+            if self.rig is not None:
+                check_rig_sizes(self.rig, bgr.shape, plane.shape, self.rgb.where(), self.thermal.where())
+            elif plane.shape != bgr.shape[:2]:
                 raise ValueError(
                     f"RGB and thermal sizes differ: {self.rgb.where()} is {_size(bgr)} and "
                     f"{self.thermal.where()} is {_size(plane)} (WxH). The pair must be registered "
-                    "(pixel-aligned) and of equal size."
+                    "(pixel-aligned) and of equal size, or come with the cameras' rig file (--rig; "
+                    "tools/calibrate_rig.py writes one)."
                 )
             thermal = normalize_thermal(plane, self.norm, path=self.thermal.path)
             yield np.ascontiguousarray(bgr[:, :, ::-1]), thermal, self.rgb.where(), ""
@@ -342,7 +354,7 @@ class _PairedVideos(FrameReader):
 class _RGBTVideo(FrameReader):
     """A single video that decodes to BGRA: B, G, R, thermal (see the module docstring)."""
 
-    def __init__(self, path: str, thermal_16bit_norm: str):
+    def __init__(self, path: str, thermal_16bit_norm: str, rig: Rig | None = None):
         self.video = _Video(path, "RGBT")
         if self.video.pixel_format != _BGRA:
             self.video.close()
@@ -356,12 +368,15 @@ class _RGBTVideo(FrameReader):
         self.video.raw()
         self.count, self.fps = self.video.count, self.video.fps
         self.norm = thermal_16bit_norm
+        self.rig = rig
         super().__init__(f"Video {path!r}")
 
     def _generate(self):
         while (frame := self.video.read()) is not None:
             if frame.ndim != 3 or frame.shape[2] != 4:
                 raise ValueError(f"{self.video.where()} did not decode to 4 channels (shape {frame.shape}).")
+            if self.rig is not None:
+                check_rig_sizes(self.rig, frame.shape, frame.shape, self.video.where(), self.video.where())
             thermal = normalize_thermal(frame[:, :, 3], self.norm, path=self.video.path)
             yield np.ascontiguousarray(frame[:, :, 2::-1]), thermal, self.video.where(), ""
 
@@ -371,23 +386,24 @@ class _RGBTVideo(FrameReader):
 
 
 def open_frames(video_input: str, thermal_video: str | None = None,
-                thermal_16bit_norm: str = "percentile") -> FrameReader:
-    """The reader for ``--video-input`` (and ``--thermal-video``); see the module docstring."""
+                thermal_16bit_norm: str = "percentile", rig: Rig | None = None) -> FrameReader:
+    """The reader for ``--video-input`` (and ``--thermal-video``), with the cameras' ``rig`` when they are
+    not pixel-aligned; see the module docstring."""
     for option, path in (("--video-input", video_input), ("--thermal-video", thermal_video)):
         if path is not None and not os.path.exists(path):
             raise FileNotFoundError(f"{option} not found: {path!r}.")
     if thermal_video is None:
         if os.path.isdir(video_input):
-            return _RGBTFolder(video_input, thermal_16bit_norm)
-        return _RGBTVideo(video_input, thermal_16bit_norm)
+            return _RGBTFolder(video_input, thermal_16bit_norm, rig)
+        return _RGBTVideo(video_input, thermal_16bit_norm, rig)
     if os.path.isdir(video_input) and os.path.isdir(thermal_video):
-        return _PairedFolders(video_input, thermal_video, thermal_16bit_norm)
+        return _PairedFolders(video_input, thermal_video, thermal_16bit_norm, rig)
     if os.path.isdir(video_input) or os.path.isdir(thermal_video):
         raise ValueError(
             f"--video-input {video_input!r} and --thermal-video {thermal_video!r} must both be videos or "
             "both be frame folders."
         )
-    return _PairedVideos(video_input, thermal_video, thermal_16bit_norm)
+    return _PairedVideos(video_input, thermal_video, thermal_16bit_norm, rig)
 
 
 class PanelWriter:

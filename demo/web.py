@@ -7,6 +7,8 @@ Examples::
         --opts MODEL.WEIGHTS output/synthetic/model_final.pth
     # an exported model (tools/export_model.py), run by onnxruntime
     python demo/web.py --onnx output/onnx/model.onnx
+    # cameras that are not pixel-aligned: uploads of the rig's two sizes (tools/calibrate_rig.py)
+    python demo/web.py --onnx output/onnx/model.onnx --rig rig.json
     # then open http://127.0.0.1:7860 (--host 0.0.0.0 --port 8080 to serve other machines)
 
 Gradio is an optional extra (``pip install 'sartm-d2[web]'``; ``scripts/setup_env.sh`` installs it);
@@ -18,6 +20,11 @@ options and the package's ``RGBTPredictor`` / ``OnnxRGBTPredictor``; ``inputs.py
 the same panel here as in ``demo/demo.py``. The input settings, degraded ones included, are the
 predictor's: its test mapper drops or degrades a camera, as in evaluation. :class:`WebDemo` does the
 work without the page (tests call it directly); :func:`build_page` lays it out.
+
+With ``--rig`` (default with ``--config-file``: the rig DATASETS.TEST[0] was registered with) an
+upload is a pair of the rig's RGB and thermal sizes, warped into the RGB frame by the predictor;
+without one, a pair of two sizes is refused with the fix (``--rig``). The examples are then drawn
+through the rig.
 
 One model is built at start-up; requests wait in Gradio's queue and run one at a time. Uploads,
 the generated examples and the files offered for download live in one temporary folder, removed
@@ -57,7 +64,9 @@ from detectron2.utils.logger import setup_logger
 
 from sartm_d2.data.degradations import parse_setting
 from sartm_d2.data.io import read_image
+from sartm_d2.data.rig import Rig
 from sartm_d2.data.synthetic import render_scene
+from sartm_d2.data.synthetic_rig import thermal_camera_view
 from sartm_d2.modalities import PRESENCE
 
 logger = logging.getLogger("sartm_d2.demo.web")
@@ -174,7 +183,7 @@ class WebDemo:
     setting, draw the panel and write the downloads. Errors about the input are :class:`InputError`.
 
     ``predictor``: ``sartm_d2.engine.RGBTPredictor`` or ``sartm_d2.export.OnnxRGBTPredictor`` (its
-    ``metadata``, ``thermal_16bit_norm`` and ``settings`` are the page's).
+    ``metadata``, ``thermal_16bit_norm``, ``settings`` and ``rig`` are the page's).
     """
 
     def __init__(self, predictor, workdir: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -183,6 +192,7 @@ class WebDemo:
         self.metadata = predictor.metadata
         self.thermal_16bit_norm = predictor.thermal_16bit_norm
         self.settings = tuple(predictor.settings)
+        self.rig = predictor.rig
         self.workdir = workdir
         self.results_dir = os.path.join(workdir, "results")
         os.makedirs(self.results_dir, exist_ok=True)
@@ -208,7 +218,8 @@ class WebDemo:
             for path in (item.rgb_path, item.thermal_path):
                 if path:
                     self._check_pixels(path)
-            rgb, thermal = load_pair(item, self.thermal_16bit_norm)
+            self._check_aligned(item)
+            rgb, thermal = load_pair(item, self.thermal_16bit_norm, self.rig)
         except (OSError, ValueError) as e:
             raise InputError(_with_names(str(e), names)) from None
         result = self._segment(rgb, thermal, setting, item.name, start, overlay_on)
@@ -261,6 +272,29 @@ class WebDemo:
             raise InputError(_with_names(str(e), {path: os.path.basename(path)})) from None
         return 1 if img.ndim == 2 else img.shape[2]
 
+    def _check_aligned(self, item: RGBTInput) -> None:
+        """Without a rig, an RGB and a thermal upload of two sizes are cameras that are not pixel-aligned:
+        refused with the page's fix (``--rig``). With one, ``load_pair`` checks the rig's sizes."""
+        paths = (item.rgb_path, item.thermal_path)
+        if self.rig is not None or not all(paths) or paths[0] == paths[1]:
+            return
+        sizes = []
+        for path in paths:
+            try:
+                with Image.open(path) as img:
+                    sizes.append(img.size)
+            except (OSError, ValueError, SyntaxError):  # not an image PIL knows: the reader names the problem
+                return
+        if sizes[0] != sizes[1]:
+            (rw, rh), (tw, th) = sizes
+            rgb_name, thermal_name = (os.path.basename(p) for p in paths)
+            raise InputError(
+                f"RGB and thermal sizes differ: {rgb_name!r} is {rw}x{rh} and {thermal_name!r} is {tw}x{th} "
+                "(WxH): the cameras are not pixel-aligned, and the page has no rig to warp thermal into the "
+                "RGB frame. Restart it with --rig FILE (the pair's rig file; tools/calibrate_rig.py writes "
+                "one), or upload a pixel-aligned pair of one size."
+            )
+
     def _check_pixels(self, path: str) -> None:
         """Refuse an image over ``max_pixels`` from its header, before decoding it (a small file can
         decode to gigabytes). Files PIL cannot identify are left to the reader's own error."""
@@ -280,12 +314,13 @@ class WebDemo:
 
     def _shown(self, rgb, thermal, setting: str, name: str):
         """The pair as the model saw it, for the panel: the camera the setting lacks dropped, a degraded
-        one as the predictor's test mapper degraded it (``predictor.prepare``), at the input's size."""
+        one as the predictor's test mapper degraded it (``predictor.prepare``), at the input's size, in
+        the RGB frame (with a rig: the thermal image warped, ``predictor.to_rgb_frame``)."""
         modalities, degradation = parse_setting(setting)
         has_rgb, has_thermal = PRESENCE[modalities]
         rgb, thermal = (rgb if has_rgb else None), (thermal if has_thermal else None)
         if degradation is None:
-            return rgb, thermal
+            return self.predictor.to_rgb_frame(rgb, thermal, image_id=name)
         inputs = self.predictor.prepare(rgb, thermal, setting, image_id=name)
         image = inputs["image"].numpy().transpose(1, 2, 0)
         height, width = rgb.shape[:2]
@@ -293,6 +328,7 @@ class WebDemo:
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         if degradation[0] == "rgb":
             rgb = np.clip(np.rint(image[:, :, :3]), 0, 255).astype(np.uint8)
+            thermal = self.predictor.to_rgb_frame(None, thermal, image_id=name)[1]
         else:
             thermal = np.ascontiguousarray(image[:, :, 3])
         return rgb, thermal
@@ -360,7 +396,7 @@ class WebDemo:
         panels: list[str] = []
         model_ms, trusts, last = 0.0, [], None
         try:
-            with open_frames(rgb_video, thermal_video, self.thermal_16bit_norm) as frames:
+            with open_frames(rgb_video, thermal_video, self.thermal_16bit_norm, self.rig) as frames:
                 total = frames.count
                 if total is not None and total > self.max_frames:
                     raise InputError(
@@ -406,20 +442,29 @@ def _with_names(message: str, names: dict[str, str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------- examples
-def write_examples(folder: str, sizes: Sequence[tuple[int, int]], seed: int = 2024) -> list[tuple[str, list]]:
+def write_examples(folder: str, sizes: Sequence[tuple[int, int]], seed: int = 2024,
+                   rig: Rig | None = None) -> list[tuple[str, list]]:
     """Synthetic day and night scenes (``sartm_d2.data.synthetic``'s renderer) for one-click examples.
 
     Returns (label, [first upload, second upload]) pairs: RGB + thermal PNGs, and the night scene of
-    the last size as one 4-channel RGBT PNG (second upload empty).
+    the last size as one 4-channel RGBT PNG (second upload empty). With ``rig``: the scenes at its RGB
+    size, each thermal image as the rig's thermal camera sees it (``thermal_camera_view``), no RGBT PNG.
     """
     os.makedirs(folder, exist_ok=True)
     examples = []
-    for s, (height, width) in enumerate(sizes):
+    for s, (height, width) in enumerate([rig.rgb_size] if rig is not None else sizes):
         for day in (True, False):
             rgb, thermal, _ = render_scene(np.random.default_rng([seed, s, day]), height, width, day)
             when = "day" if day else "night"
             stem = os.path.join(folder, f"{when}_{width}x{height}")
-            if not day and s == len(sizes) - 1:
+            if rig is not None:
+                thermal = thermal_camera_view(thermal, rig.homography, rig.thermal_size)
+                th, tw = rig.thermal_size
+                rgb_path = _write_png(f"{stem}_rgb.png", rgb[:, :, ::-1])
+                thermal_path = _write_png(f"{stem}_thermal_{tw}x{th}.png", thermal)
+                label = f"{when}, {width}x{height} + thermal {tw}x{th} (rig)"
+                examples.append((label, [rgb_path, thermal_path]))
+            elif not day and s == len(sizes) - 1:
                 path = _write_png(f"{stem}_rgbt.png", np.dstack([rgb[:, :, ::-1], thermal]))
                 examples.append((f"{when}, {width}x{height}, one RGBT PNG", [path, None]))
             else:
@@ -430,18 +475,25 @@ def write_examples(folder: str, sizes: Sequence[tuple[int, int]], seed: int = 20
 
 
 def write_example_clip(folder: str, height: int, width: int, day: bool = False, frames: int = CLIP_FRAMES,
-                       seed: int = 2024) -> tuple[str, str]:
-    """A short panning clip over one synthetic scene: (RGB .avi, thermal .avi), MJPG at 10 fps."""
+                       seed: int = 2024, rig: Rig | None = None) -> tuple[str, str]:
+    """A short panning clip over one synthetic scene: (RGB .avi, thermal .avi), MJPG at 10 fps; with
+    ``rig``, at its RGB size, the thermal frames as its thermal camera sees them."""
+    if rig is not None:
+        height, width = rig.rgb_size
     step = max(1, width // 40)
     rgb, thermal, _ = render_scene(np.random.default_rng([seed, 99]), height, width + step * frames, day)
     paths = (os.path.join(folder, "clip_rgb.avi"), os.path.join(folder, "clip_thermal.avi"))
-    writers = [cv2.VideoWriter(p, cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (width, height), color)
-               for p, color in zip(paths, (True, False))]
+    thermal_hw = (height, width) if rig is None else rig.thermal_size
+    writers = [cv2.VideoWriter(p, cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h), color)
+               for p, (h, w), color in zip(paths, ((height, width), thermal_hw), (True, False))]
     try:
         for i in range(frames):
             x = i * step
+            seen = thermal[:, x:x + width]
+            if rig is not None:
+                seen = thermal_camera_view(seen, rig.homography, rig.thermal_size)
             writers[0].write(np.ascontiguousarray(rgb[:, x:x + width, ::-1]))
-            writers[1].write(np.ascontiguousarray(thermal[:, x:x + width]))
+            writers[1].write(np.ascontiguousarray(seen))
     finally:
         for w in writers:
             w.release()
@@ -610,6 +662,13 @@ def build_page(app: WebDemo, description: str, examples: Sequence[tuple[str, lis
 def describe(args, app: WebDemo) -> str:
     model = f"`{args.onnx}` (onnxruntime)" if args.onnx else f"`{args.config_file}`"
     classes = ", ".join(app.classes)
+    rig = app.rig
+    if rig is not None:
+        (rh, rw), (th, tw) = rig.rgb_size, rig.thermal_size
+        return (f"Model: {model}. Classes: {classes}. Rig: `{rig.path or 'given'}`: upload an RGB image of "
+                f"{rw}x{rh} and its thermal image of {tw}x{th} (WxH), or a short RGB + thermal clip of these "
+                "sizes, and pick the input setting; thermal is warped into the RGB frame (grey where the "
+                "thermal camera does not see).")
     return (f"Model: {model}. Classes: {classes}. Upload an RGB image and its thermal image (or one "
             "4-channel RGBT PNG), or a short RGB + thermal clip, and pick the input setting.")
 
@@ -636,11 +695,12 @@ def main(argv=None) -> None:
         setup_logger(name="sartm_d2")
         cfg = None if args.onnx else setup_cfg(args)
         predictor = build_predictor(args, cfg)
+        rig = predictor.rig
         app = WebDemo(predictor, workdir, max_pixels=args.max_pixels, max_frames=args.max_frames)
         # An exported graph has one input size: the examples are drawn at it.
         sizes = [(predictor.segmenter.height, predictor.segmenter.width)] if args.onnx else EXAMPLE_SIZES
-        examples = write_examples(os.path.join(workdir, "examples"), sizes)
-        clip = write_example_clip(os.path.join(workdir, "examples"), *sizes[0])
+        examples = write_examples(os.path.join(workdir, "examples"), sizes, rig=rig)
+        clip = write_example_clip(os.path.join(workdir, "examples"), *sizes[0], rig=rig)
         page = build_page(app, describe(args, app), examples, clip, args.overlay_on)
         from gradio.themes import Default
 

@@ -10,13 +10,17 @@ Writes ``OUTPUT/model.onnx`` (``model_fp16.onnx``, ``model_int8.onnx``; one came
 thermal normalisation, config and weights, parity report; int8: the quantization). The graph takes
 one raw (1, 4, H, W) R, G, B, T image in 0..255 at the exported size (one camera: (1, 3, H, W) RGB
 or (1, 1, H, W) thermal) and returns ``logits`` (1, K, H, W) and ``labels`` (1, H, W), and ``trust``
-(1, 2) for models that estimate it; normalisation, padding and resizes are inside it.
+(1, 2) for models that estimate it; normalisation, padding and resizes are inside it. Thermal must be
+in the RGB frame already: a camera pair that is not pixel-aligned warps it first by its rig
+(``sartm_d2.data.warp_thermal``; NaN where the thermal camera does not see, which the graph handles),
+as the data loader does for a dataset registered with the rig (its parity images are read so).
 
 The parity check then runs onnxruntime and the PyTorch ``--eval-only`` path (one camera: with that
 input setting) on the first ``--parity-images`` images of DATASETS.TEST[0] (or of
-``--parity-input``, demo-style inputs) and exits with status 1 below 99.9% argmax agreement (fp32;
-99% fp16 and int8) or when the two mIoU_all differ by more than 0.1 (int8: 0.5)
-(``sartm_d2.export.parity``). The size defaults to the first parity image's.
+``--parity-input``, demo-style inputs; ``--rig FILE`` when their cameras are not pixel-aligned) and
+exits with status 1 below 99.9% argmax agreement (fp32; 99% fp16 and int8) or when the two mIoU_all
+differ by more than 0.1 (int8: 0.5) (``sartm_d2.export.parity``). The size defaults to the first parity
+image's.
 
 int8 (``sartm_d2.export.quantize``): static QDQ quantization calibrated on ``--calibration-images``
 images of DATASETS.TRAIN (or ``--calibration-input``), or ``--quantization dynamic``; layers whose
@@ -38,6 +42,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 from sartm_d2 import get_sartm_cfg
+from sartm_d2.data import load_rig
 from sartm_d2.export import (
     CALIBRATION_METHODS,
     QUANTIZATION_MODES,
@@ -95,18 +100,22 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-input", action="append", metavar="PATH",
                    help="parity images instead of DATASETS.TEST[0] (repeatable): a file, a folder or a "
                    "quoted glob, as demo/demo.py --input takes them")
+    p.add_argument("--rig", metavar="FILE",
+                   help="the rig file of the --parity-input / --calibration-input images when their cameras "
+                   "are not pixel-aligned (tools/calibrate_rig.py): their thermal images are warped by it")
     p.add_argument("--skip-parity", action="store_true",
                    help="export without the check (the sidecar then says parity null)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, e.g. MODEL.WEIGHTS path.pth")
     return p
 
 
-def parity_records(cfg, inputs: list[str] | None) -> tuple[list[dict], str]:
-    """Records for the parity check and where they came from."""
+def parity_records(cfg, inputs: list[str] | None, rig: str | None = None) -> tuple[list[dict], str]:
+    """Records for the parity check and where they came from (``rig``: the inputs' rig file)."""
     if inputs:
         from sartm_d2.data.inputs import find_inputs
 
-        return [item.record() for item in find_inputs(inputs)], "--parity-input"
+        extra = {} if rig is None else {"rig_file": rig}
+        return [{**item.record(), **extra} for item in find_inputs(inputs)], "--parity-input"
     if not cfg.DATASETS.TEST:
         raise SystemExit("DATASETS.TEST is empty: give --parity-input images (or --skip-parity).")
     name = cfg.DATASETS.TEST[0]
@@ -121,10 +130,10 @@ def parity_records(cfg, inputs: list[str] | None) -> tuple[list[dict], str]:
     return records, f"DATASETS.TEST[0] {name}"
 
 
-def calibration_records(cfg, inputs: list[str] | None) -> tuple[list[dict], str]:
-    """Records for the INT8 calibration and where they came from."""
+def calibration_records(cfg, inputs: list[str] | None, rig: str | None = None) -> tuple[list[dict], str]:
+    """Records for the INT8 calibration and where they came from (``rig``: the inputs' rig file)."""
     if inputs:
-        return parity_records(cfg, inputs)[0], "--calibration-input"
+        return parity_records(cfg, inputs, rig)[0], "--calibration-input"
     if not cfg.DATASETS.TRAIN:
         raise SystemExit("DATASETS.TRAIN is empty: give --calibration-input images.")
     name = cfg.DATASETS.TRAIN[0]
@@ -144,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     for module in args.register:
         import_user_module(module)
+    if args.rig and not (args.parity_input or args.calibration_input):
+        raise SystemExit("--rig belongs to --parity-input / --calibration-input images; a registered dataset "
+                         "has its own rig (register_rgbt_sem_seg(..., rig=)).")
+    if args.rig:
+        load_rig(args.rig)  # a missing or bad file: its error, before the model is built
     if (args.height is None) != (args.width is None):
         raise SystemExit("Give both --height and --width, or neither (then the first parity image's size).")
     check_dtype(args.dtype)
@@ -157,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_parity:
         if args.parity_images < 1:
             raise SystemExit("--parity-images must be >= 1 (or use --skip-parity).")
-        records, source = parity_records(cfg, args.parity_input)
+        records, source = parity_records(cfg, args.parity_input, args.rig)
         samples = load_parity_samples(records, cfg.INPUT.THERMAL_16BIT_NORM, args.parity_images, size)
         size = samples[0].image.shape[1:]
     elif size is None:
@@ -191,7 +205,7 @@ def export_int8_main(args, cfg, size, samples, source) -> int:
     )
     calibration, calibration_source = [], None
     if settings.mode == "static":
-        records, calibration_source = calibration_records(cfg, args.calibration_input)
+        records, calibration_source = calibration_records(cfg, args.calibration_input, args.rig)
         calibration = load_calibration_images(cfg, records, args.calibration_images, size, args.modality)
     out = export_int8(cfg, args.output, size[0], size[1], samples=samples, calibration=calibration,
                       settings=settings, modality=args.modality, config_file=args.config_file,

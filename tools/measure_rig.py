@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from sartm_d2.benchmark.measure import build_benchmark_model, build_cfg, cpu_flags, machine_info, make_inputs
-from sartm_d2.data.rig import Rig, thermal_corners_in_rgb, warp_thermal
+from sartm_d2.data.rig import Rig, corner_error, warp_thermal
 from sartm_d2.data.rig_calibration import (
     CalibrationError,
     calibrate_from_pattern,
@@ -47,11 +47,6 @@ from sartm_d2.data.synthetic_rig import random_rig_homography, render_board_pair
 
 RGB_SIZE = (480, 640)
 PATTERNS = {"checkerboard": (9, 6), "circles": (7, 5)}
-
-
-def corner_error(truth: Rig, homography: np.ndarray) -> float:
-    diff = thermal_corners_in_rgb(truth, homography) - thermal_corners_in_rgb(truth)
-    return float(np.linalg.norm(diff, axis=1).mean())
 
 
 def _scenes(truth: Rig, n: int, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -16,7 +16,8 @@ through it.
   camera alone, as files, folders or glob patterns; the other stream is not computed.
 
 Image files are those of ``sartm_d2.data.io.IMAGE_EXTENSIONS`` (what the dataset loader reads).
-:func:`load_pair` reads one pair through ``sartm_d2.data.io``, as the data loader does.
+:func:`load_pair` reads one pair through ``sartm_d2.data.io``, as the data loader does (with a rig,
+pairs of the rig's two sizes, the thermal image in its own frame).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import cv2
 
 from ..modalities import MODALITIES
 from .io import IMAGE_EXTENSIONS, read_rgb, read_rgbt, read_thermal
+from .rig import Rig
 
 __all__ = [
     "PAIR_FOLDER_LAYOUTS",
@@ -197,9 +199,14 @@ def read_rgbt_image(path: str, fix: str, where: str = ""):
     return img
 
 
-def load_pair(item: RGBTInput, thermal_16bit_norm: str = "percentile"):
+def load_pair(item: RGBTInput, thermal_16bit_norm: str = "percentile", rig: Rig | None = None):
     """Read a pair exactly like the data loader: (rgb uint8 HxWx3, thermal float32 HxW in 0..255);
-    the missing image of a single-modality input is None."""
+    the missing image of a single-modality input is None.
+
+    With ``rig`` (cameras that are not pixel-aligned) the two images must be of the rig's sizes (else
+    its error, naming the file and the rig file) and the thermal image stays in its own frame: the
+    predictors take it so and warp it themselves (``RGBTPredictor(cfg, rig=)``).
+    """
     if item.rgb_path is None or item.thermal_path is None:
         path = item.thermal_path if item.rgb_path is None else item.rgb_path
         img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -215,4 +222,4 @@ def load_pair(item: RGBTInput, thermal_16bit_norm: str = "percentile"):
             "pass its thermal image with --thermal, or a folder with rgb/ + thermal/ (or Visible/ + "
             "Infrared/), or run with one camera (--modality rgb or thermal)",
         )
-    return read_rgbt(item.record(), thermal_16bit_norm)
+    return read_rgbt(item.record(), thermal_16bit_norm, rig, warp=False)

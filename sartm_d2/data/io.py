@@ -39,7 +39,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from .rig import Rig, check_rig_sizes, load_rig, warp_thermal
+from .rig import Rig, as_rig, check_rig_sizes, warp_thermal
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,8 @@ def read_thermal(path: str, thermal_16bit_norm: str = "percentile") -> np.ndarra
 
 
 def read_rgbt(
-    record: Mapping, thermal_16bit_norm: str = "percentile", rig: Rig | str | os.PathLike | None = None
+    record: Mapping, thermal_16bit_norm: str = "percentile", rig: Rig | str | os.PathLike | None = None,
+    *, warp: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a record's RGB and thermal images, the thermal one in the RGB image's frame.
 
@@ -164,6 +165,9 @@ def read_rgbt(
         thermal_16bit_norm: "percentile", "minmax" or "fixed" (cfg.INPUT.THERMAL_16BIT_NORM).
         rig: the camera pair's rig (a :class:`~sartm_d2.data.rig.Rig` or a rig file), for pairs that
             are not pixel-aligned; default: the record's "rig_file", else none.
+        warp: False keeps the thermal image in its own frame (the sizes are still checked against the
+            rig): what the predictors take with a rig (``sartm_d2.engine.RGBTPredictor(cfg, rig=)``),
+            which warp it themselves.
 
     Returns:
         (rgb uint8 H x W x 3 in RGB order, thermal float32 H x W in 0..255). Without a rig the two
@@ -186,8 +190,7 @@ def read_rgbt(
         )
     if rig is None and record.get("rig_file"):
         rig = record["rig_file"]
-    if rig is not None and not isinstance(rig, Rig):
-        rig = load_rig(rig)
+    rig = as_rig(rig)
     img = read_image(rgb_path)
     if thermal_path == rgb_path:
         if img.ndim != 3 or img.shape[2] != 4:
@@ -197,7 +200,8 @@ def read_rgbt(
                 "thermal folder (thermal_root) if thermal images are stored separately."
             )
         rgb = _to_uint8_rgb(img[:, :, :3], rgb_path)
-        return rgb, _thermal_in_rgb_frame(rgb, img[:, :, 3], thermal_16bit_norm, rig, rgb_path, rgb_path)
+        thermal = _thermal_in_rgb_frame(rgb, img[:, :, 3], thermal_16bit_norm, rig, rgb_path, rgb_path, warp)
+        return rgb, thermal
 
     if img.ndim == 2:
         raise ValueError(f"RGB image {rgb_path!r} is {_describe(img)}; expected a 3-channel colour image.")
@@ -209,11 +213,12 @@ def read_rgbt(
     rgb = _to_uint8_rgb(img, rgb_path)
     timg = read_image(thermal_path)
     plane = _thermal_plane(timg, thermal_path)
-    return rgb, _thermal_in_rgb_frame(rgb, plane, thermal_16bit_norm, rig, rgb_path, thermal_path)
+    return rgb, _thermal_in_rgb_frame(rgb, plane, thermal_16bit_norm, rig, rgb_path, thermal_path, warp)
 
 
-def _thermal_in_rgb_frame(rgb, plane, thermal_16bit_norm, rig, rgb_path, thermal_path) -> np.ndarray:
-    """The thermal plane normalised, then (with a rig) warped into the RGB frame; the sizes checked."""
+def _thermal_in_rgb_frame(rgb, plane, thermal_16bit_norm, rig, rgb_path, thermal_path, warp) -> np.ndarray:
+    """The thermal plane normalised, then (with a rig, unless not ``warp``) warped into the RGB frame;
+    the sizes checked."""
     if rig is not None:
         check_rig_sizes(rig, rgb.shape, plane.shape, rgb_path, thermal_path)
     elif plane.shape != rgb.shape[:2]:
@@ -224,7 +229,7 @@ def _thermal_in_rgb_frame(rgb, plane, thermal_16bit_norm, rig, rgb_path, thermal
             "image (tools/calibrate_rig.py; register_rgbt_sem_seg(..., rig=...))."
         )
     thermal = normalize_thermal(plane, thermal_16bit_norm, path=thermal_path)
-    if rig is not None:
+    if rig is not None and warp:
         thermal, _ = warp_thermal(thermal, rig, path=thermal_path)
     return thermal
 

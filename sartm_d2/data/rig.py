@@ -49,8 +49,11 @@ __all__ = [
     "RIG_METHODS",
     "RIG_VERSION",
     "Rig",
+    "as_rig",
     "check_rig_sizes",
+    "corner_error",
     "image_corners",
+    "in_rgb_frame",
     "load_rig",
     "pixel_normaliser",
     "save_rig",
@@ -222,6 +225,13 @@ def thermal_corners_in_rgb(rig: Rig, homography: np.ndarray | None = None) -> np
     return cv2.perspectiveTransform(image_corners(rig.thermal_size)[None], h)[0]
 
 
+def corner_error(truth: Rig, homography: np.ndarray) -> float:
+    """The corner error of ``homography`` against ``truth``: the mean distance (RGB pixels) of where
+    the thermal image's corners land under the two (:func:`thermal_corners_in_rgb`)."""
+    diff = thermal_corners_in_rgb(truth, homography) - thermal_corners_in_rgb(truth)
+    return float(np.linalg.norm(diff, axis=1).mean())
+
+
 def size_guess_homography(
     thermal_size: tuple[int, int], rgb_size: tuple[int, int], fov_ratio: float | None = None
 ) -> np.ndarray:
@@ -321,6 +331,11 @@ def load_rig(path: str | os.PathLike) -> Rig:
     return rig
 
 
+def as_rig(rig: Rig | str | os.PathLike | None) -> Rig | None:
+    """``rig`` itself, the rig file it names (:func:`load_rig`), or None: what a ``rig=`` argument takes."""
+    return rig if rig is None or isinstance(rig, Rig) else load_rig(rig)
+
+
 def save_rig(rig: Rig, path: str | os.PathLike) -> str:
     """Write ``rig`` to ``path`` (JSON, or YAML by extension) atomically; returns the path."""
     path = os.fspath(path)
@@ -394,3 +409,16 @@ def warp_thermal(thermal: np.ndarray, rig: Rig, *, path: str = "<array>") -> tup
     )
     warped[~valid] = np.nan
     return warped, valid.copy()
+
+
+def in_rgb_frame(rgb: np.ndarray | None, thermal: np.ndarray | None, rig: Rig | None, *,
+                 where: str = "<array>") -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A pair as the model takes it, in the RGB frame: with ``rig``, the thermal image (of its thermal
+    size) warped by :func:`warp_thermal` (NaN where the thermal camera does not see) after both sizes
+    are checked (errors name ``where``); without a rig, or without a thermal image, both unchanged."""
+    if rig is None or thermal is None:
+        return rgb, thermal
+    thermal = np.asarray(thermal)
+    if rgb is not None:
+        check_rig_sizes(rig, rgb.shape, thermal.shape, f"{where} (rgb)", f"{where} (thermal)")
+    return rgb, warp_thermal(thermal, rig, path=f"{where} (thermal)")[0]

@@ -1,10 +1,13 @@
 """Synthetic camera pairs that are not pixel-aligned, with a known rig (tests, ``tools/measure_rig.py``).
 
 - :func:`random_rig_homography`: a thermal -> RGB homography of another resolution, shifted, rotated
-  and scaled about the image centre (what a second camera beside the first gives, within limits).
+  and scaled about the image centre (what a second camera beside the first gives, within limits);
+  :func:`rig_homography` of given values.
 - :func:`render_rig_scene`: a scene of the synthetic set (``synthetic.render_scene``) seen by the
   RGB camera and by a thermal camera through that homography (the scene is drawn larger than the RGB
   image, so the thermal camera sees real content beyond the RGB borders, never a padded edge).
+- :func:`thermal_camera_view`: an aligned thermal image (in the RGB frame) as such a thermal camera
+  sees it (what turns an aligned set into a misaligned one with a known rig).
 - :func:`render_board_pair`: a heated calibration board (checkerboard or circle grid) in both views:
   dark squares or circles are warm, so they are bright in thermal, and thermal is blurred.
 
@@ -21,7 +24,8 @@ import numpy as np
 from .rig import image_corners, size_guess_homography
 from .synthetic import render_scene
 
-__all__ = ["random_rig_homography", "render_board_pair", "render_rig_scene"]
+__all__ = ["random_rig_homography", "render_board_pair", "render_rig_scene", "rig_homography",
+           "thermal_camera_view"]
 
 
 def random_rig_homography(
@@ -36,19 +40,38 @@ def random_rig_homography(
 ) -> np.ndarray:
     """The size guess (thermal stretched onto the RGB image), then a random similarity about the RGB
     centre: shift up to ``max_shift`` RGB pixels per axis, rotation up to ``max_rotation_deg``, scale in
-    ``scale``, and a slight keystone (up to ``max_perspective`` relative scale change across the image)."""
-    rh, rw = rgb_size
-    angle = math.radians(rng.uniform(-max_rotation_deg, max_rotation_deg))
+    ``scale``, and a slight keystone (up to ``max_perspective`` relative scale change across the image);
+    :func:`rig_homography` of the drawn values."""
+    angle = rng.uniform(-max_rotation_deg, max_rotation_deg)
     k = rng.uniform(*scale)
+    shift = rng.uniform(-max_shift, max_shift, 2)
+    keystone = rng.uniform(-max_perspective, max_perspective, 2)
+    return rig_homography(thermal_size, rgb_size, shift=shift, rotation_deg=angle, scale=k, keystone=keystone)
+
+
+def rig_homography(
+    thermal_size: tuple[int, int],
+    rgb_size: tuple[int, int],
+    *,
+    shift=(0.0, 0.0),
+    rotation_deg: float = 0.0,
+    scale: float = 1.0,
+    keystone=(0.0, 0.0),
+) -> np.ndarray:
+    """The size guess (thermal stretched onto the RGB image), then about the RGB centre: a keystone
+    (relative scale change (x, y) across the image; the centre stays), a rotation by ``rotation_deg``, a
+    scale by ``scale`` and a ``shift`` (x, y) in RGB pixels: a known rig of a second camera."""
+    rh, rw = rgb_size
+    angle = math.radians(rotation_deg)
     c = np.array([(rw - 1) / 2, (rh - 1) / 2])
-    rot = k * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    rot = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     sim = np.eye(3)
     sim[:2, :2] = rot
-    sim[:2, 2] = c + rng.uniform(-max_shift, max_shift, 2) - rot @ c
-    keystone = np.eye(3)
-    keystone[2, :2] = rng.uniform(-max_perspective, max_perspective, 2) / np.array([rw, rh])
-    keystone[:2, 2] = (keystone[2, :2] @ c) * c  # the centre stays in place
-    h = sim @ keystone @ size_guess_homography(thermal_size, rgb_size)
+    sim[:2, 2] = c + np.asarray(shift, np.float64) - rot @ c
+    persp = np.eye(3)
+    persp[2, :2] = np.asarray(keystone, np.float64) / np.array([rw, rh])
+    persp[:2, 2] = (persp[2, :2] @ c) * c  # the centre stays in place
+    h = sim @ persp @ size_guess_homography(thermal_size, rgb_size)
     return h / h[2, 2]
 
 
@@ -75,16 +98,26 @@ def render_rig_scene(
     m = _canvas_margin(homography, thermal_size, rgb_size)
     rgb, thermal, label = render_scene(rng, rh + 2 * m, rw + 2 * m, day)
     to_canvas = np.array([[1, 0, m], [0, 1, m], [0, 0, 1]], np.float64) @ homography
-    s = math.sqrt(abs(np.linalg.det(homography[:2, :2])))  # RGB pixels per thermal pixel
+    crop = (slice(m, m + rh), slice(m, m + rw))
+    return np.ascontiguousarray(rgb[crop]), thermal_camera_view(thermal, to_canvas, thermal_size), label[crop]
+
+
+def thermal_camera_view(
+    thermal: np.ndarray, homography: np.ndarray, thermal_size: tuple[int, int]
+) -> np.ndarray:
+    """What a thermal camera of ``thermal_size`` (H, W) sees of ``thermal`` (an H' x W' image in the
+    frame that ``homography`` maps the camera's pixels into, e.g. an aligned thermal image in the RGB
+    frame): uint8, anti-aliased (Gaussian) when the camera's pixels are larger than the image's; what it
+    sees beyond the image's borders is the image mirrored (drawn content, never a flat edge)."""
+    s = math.sqrt(abs(np.linalg.det(homography[:2, :2])))  # image pixels per thermal pixel
     src = thermal.astype(np.float32)
     if s > 1:
         src = cv2.GaussianBlur(src, (0, 0), 0.5 * math.sqrt(s * s - 1))
     seen = cv2.warpPerspective(
-        src, to_canvas, (thermal_size[1], thermal_size[0]), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+        src, homography, (thermal_size[1], thermal_size[0]), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REFLECT,
     )
-    crop = (slice(m, m + rh), slice(m, m + rw))
-    return np.ascontiguousarray(rgb[crop]), np.clip(np.round(seen), 0, 255).astype(np.uint8), label[crop]
+    return np.clip(np.round(seen), 0, 255).astype(np.uint8)
 
 
 def _board_texture(pattern: tuple[int, int], kind: str, px: int) -> np.ndarray:

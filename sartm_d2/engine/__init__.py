@@ -4,7 +4,7 @@ from .checkpoint import RGBTCheckpointer, atomic_torch_save
 from .data import ResumableBatchSampler, SeededMapDataset, build_resumable_train_loader
 from .defaults import Trainer, argument_parser, build_inference_model, main, setup
 from .launch import launch
-from .predictor import RGBTPredictor, predictor_metadata
+from .predictor import RGBTPredictor, predictor_metadata, predictor_rig
 from .solver import build_lr_scheduler, build_optimizer
 from .train_loop import MixedPrecisionTrainer, replace_data_loader
 
@@ -24,6 +24,7 @@ __all__ = [
     "launch",
     "main",
     "predictor_metadata",
+    "predictor_rig",
     "replace_data_loader",
     "setup",
 ]

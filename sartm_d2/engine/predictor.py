@@ -12,22 +12,34 @@ The pair is prepared by the test mapper itself (``RGBTDatasetMapper(cfg, is_trai
 setting=...)`` and its ``map_images``), not by a copy of its steps, so a pair gets the logits that
 ``--eval-only`` computes for it under the same input setting. ``sartm_d2.export.OnnxRGBTPredictor``
 is the same call for an exported model.
+
+Cameras that are not pixel-aligned (``sartm_d2.data.rig``): a predictor with a rig takes the thermal
+image as its camera took it (the rig's thermal size) and warps it into the RGB frame once, before the
+mapper, as ``io.read_rgbt`` does for a dataset registered with the rig; the pixels the thermal camera
+does not see are NaN, which the model treats as no thermal data. The output is in the RGB frame::
+
+    predictor = RGBTPredictor(cfg, rig="rig.json")   # default: DATASETS.TEST[0]'s rig, if it has one
+    rgb, thermal = read_rgbt(record, predictor.thermal_16bit_norm, predictor.rig, warp=False)
+    out = predictor(rgb, thermal)                     # thermal of the rig's thermal size
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 
 from ..data import RGBTDatasetMapper, get_classes
 from ..data.degradations import setting_names
+from ..data.rig import Rig, as_rig, in_rgb_frame, load_rig
 from ..modalities import PRESENCE
 from .defaults import build_inference_model
 
-__all__ = ["RGBTPredictor", "predictor_metadata"]
+__all__ = ["RGBTPredictor", "predictor_metadata", "predictor_rig"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,21 +60,40 @@ def predictor_metadata(cfg) -> Metadata:
                     stuff_colors=[tuple(c) for c in colors])
 
 
+def predictor_rig(cfg) -> Rig | None:
+    """The rig of ``cfg.DATASETS.TEST[0]`` (its metadata's ``rig_file``, from
+    ``register_rgbt_sem_seg(..., rig=)``), or None for an aligned set or an empty DATASETS.TEST."""
+    if not cfg.DATASETS.TEST:
+        return None
+    path = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("rig_file")
+    return None if path is None else load_rig(path)
+
+
 class _MappedPredictor:
     """The call shared by :class:`RGBTPredictor` and ``sartm_d2.export.OnnxRGBTPredictor``.
 
     A subclass sets ``model`` (mapper dicts -> ``[{"sem_seg": K x H x W, "trust"?: (2,)}]``, the
     model's inference contract), ``metadata``, ``thermal_16bit_norm``, ``settings`` (the input
-    settings it runs) and builds the test mapper of a setting (``_build_mapper``).
+    settings it runs), ``rig`` (None: the pair is pixel-aligned) and builds the test mapper of a setting
+    (``_build_mapper``).
     """
 
     model = None
     metadata: Metadata
     thermal_16bit_norm: str
     settings: tuple[str, ...]
+    rig: Rig | None = None
 
     def __init__(self):
         self._mappers: dict[str, RGBTDatasetMapper] = {}
+
+    def to_rgb_frame(self, rgb: np.ndarray | None, thermal: np.ndarray | None, *,
+                     image_id: str | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(rgb, thermal in the RGB frame) by the predictor's rig (``sartm_d2.data.rig.in_rgb_frame``:
+        with a rig, the thermal image of its thermal size warped, NaN where the thermal camera does not
+        see; without one, both unchanged; a size the rig was not made for is its error, naming
+        ``image_id``). What the model is given, and what a panel draws."""
+        return in_rgb_frame(rgb, thermal, self.rig, where=image_id or "<array>")
 
     def _build_mapper(self, setting: str) -> RGBTDatasetMapper:
         raise NotImplementedError
@@ -80,7 +111,8 @@ class _MappedPredictor:
 
         The setting names the cameras the model computes; the image of a camera it lacks may be
         None (its channels are then zeros, which the model never reads) or given (ignored, as the
-        loader's image is under that setting).
+        loader's image is under that setting). With a rig, ``thermal`` is the thermal camera's image,
+        warped here (:meth:`to_rgb_frame`); the dict is then in the RGB frame.
         """
         mapper = self.mapper(modalities)
         if rgb is None and thermal is None:
@@ -94,12 +126,15 @@ class _MappedPredictor:
                 )
         if rgb is not None and (rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8):
             raise ValueError(f"rgb must be uint8 H x W x 3, got {rgb.dtype} of shape {rgb.shape}.")
-        if thermal is not None and rgb is not None and thermal.shape != rgb.shape[:2]:
-            raise ValueError(
-                f"thermal must be H x W of the RGB image's size {rgb.shape[:2]}, got shape {thermal.shape}."
-            )
         if thermal is not None and thermal.ndim != 2:
             raise ValueError(f"thermal must be H x W, got shape {thermal.shape}.")
+        rgb, thermal = self.to_rgb_frame(rgb, thermal, image_id=image_id)
+        if thermal is not None and rgb is not None and thermal.shape != rgb.shape[:2]:
+            raise ValueError(
+                f"thermal must be H x W of the RGB image's size {rgb.shape[:2]}, got shape {thermal.shape}: "
+                "for cameras that are not pixel-aligned, give the predictor their rig (rig=, a rig file of "
+                "tools/calibrate_rig.py)."
+            )
         shape = rgb.shape[:2] if rgb is not None else thermal.shape
         rgb = np.zeros((*shape, 3), np.uint8) if rgb is None else rgb
         thermal = np.zeros(shape, np.float32) if thermal is None else thermal.astype(np.float32, copy=False)
@@ -112,7 +147,9 @@ class _MappedPredictor:
         """
         Args:
             rgb: uint8 H x W x 3 in RGB order (``sartm_d2.data.io.read_rgbt`` / ``read_rgb``), or None.
-            thermal: H x W in 0..255 (float32 as ``read_rgbt`` / ``read_thermal`` return it), or None.
+            thermal: H x W in 0..255 (float32 as ``read_rgbt`` / ``read_thermal`` return it), or None;
+                with a rig, the thermal camera's image (the rig's thermal size), warped here; NaN pixels
+                are "no thermal data" either way.
             modalities: an input setting of TEST.MODALITIES: "rgbt", "rgb" or "thermal" (the cameras the
                 model computes), or a degraded one such as "thermal-bright-2"
                 (``sartm_d2.data.degradations``).
@@ -120,7 +157,7 @@ class _MappedPredictor:
                 evaluation seeds it by the record's "image_id"; None: one fixed seed.
 
         Returns:
-            {"sem_seg": (K, H, W) float32 logits on the CPU at the input's size, "trust": the (2,)
+            {"sem_seg": (K, H, W) float32 logits on the CPU at the (RGB) input's size, "trust": the (2,)
             float32 [RGB, thermal] trust in 0..1 when the model's fusion estimates one (MODEL.SARTM.FUSION
             "reliability"; a camera not computed gets 0), else None}.
         """
@@ -141,11 +178,21 @@ class RGBTPredictor(_MappedPredictor):
     read, LoRA merged). ``metadata`` holds the class names and colours (:func:`predictor_metadata`),
     ``thermal_16bit_norm`` the config's INPUT.THERMAL_16BIT_NORM (read images with it), ``settings``
     every input setting it runs.
+
+    ``rig``: the camera pair's :class:`~sartm_d2.data.rig.Rig` or rig file, for pairs that are not
+    pixel-aligned (see the module docstring); default: the rig DATASETS.TEST[0] was registered with
+    (:func:`predictor_rig`), else none.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, rig: Rig | str | os.PathLike | None = None):
         super().__init__()
         self.cfg = cfg.clone()
+        self.rig = as_rig(rig) if rig is not None else predictor_rig(self.cfg)
+        if rig is None and self.rig is not None:
+            logger.info("RGBTPredictor: the rig of DATASETS.TEST[0] %r (%s): thermal images of %dx%d (WxH) "
+                        "are warped into the %dx%d RGB frame.", self.cfg.DATASETS.TEST[0], self.rig.path,
+                        self.rig.thermal_size[1], self.rig.thermal_size[0], self.rig.rgb_size[1],
+                        self.rig.rgb_size[0])
         # MODEL.WEIGHTS checked first (empty, or no such file); strict load; LoRA merged (and, with
         # INFERENCE_DTYPE bfloat16, weights stored in bf16).
         self.model = build_inference_model(self.cfg)

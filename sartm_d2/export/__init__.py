@@ -3,6 +3,13 @@
 ``tools/export_model.py``, ``tools/eval_onnx.py`` and ``demo/demo.py --onnx`` are thin command lines
 over this package. onnx and onnxruntime are optional (``pip install 'sartm-d2[deploy]'``): importing
 this package needs neither; the functions that use them import them and name the install command.
+
+Cameras that are not pixel-aligned: the graph's thermal input must already be in the RGB frame, warped
+by the camera pair's rig with ``sartm_d2.data.warp_thermal`` (what ``io.read_rgbt`` does for a dataset
+registered with the rig, and ``OnnxRGBTPredictor(..., rig=)`` for one pair), NaN where the thermal
+camera does not see the RGB image: the graph treats those pixels as a missing camera, as the PyTorch
+model does. The warp stays outside the graph: it is a per-rig lookup (``cv2.remap``) that a runtime
+does once per frame on the CPU, and a graph with it inside would be tied to one camera pair.
 """
 
 from .calibration import CALIBRATION_METHODS, CalibrationImage, load_calibration_images

@@ -268,6 +268,10 @@ def write_sidecar(
             "range": "0..255: RGB as read (uint8 values), thermal after INPUT.THERMAL_16BIT_NORM "
                      "(sartm_d2.data.io.read_rgbt); normalisation (INPUT.THERMAL_NORM included), resize and "
                      "padding are in the graph",
+            "thermal_frame": "the RGB image's: cameras that are not pixel-aligned warp thermal first by "
+                             "their rig (sartm_d2.data.warp_thermal); NaN marks pixels without thermal "
+                             "data (outside the thermal camera's view), which the graph treats as a missing "
+                             "camera",
         },
         "outputs": {
             "logits": {"shape": [1, num_classes, geometry.height, geometry.width], "dtype": "float32"},

@@ -6,6 +6,9 @@ model is built and no config is read. The pair goes through the same mapper path
 ``tools/eval_onnx.py`` (the test mapper without a resize: the graph holds the export's), and the
 graph through the same ``OnnxSemSegModel``, so a pair gets the logits that ``eval_onnx.py``
 computes for it.
+
+An exported graph takes the thermal image already in the RGB frame (``sartm_d2.export`` says why);
+with ``rig=`` this predictor warps the thermal camera's image first, by ``RGBTPredictor``'s rule.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from detectron2.data.catalog import Metadata
 
 from ..data import RGBTDatasetMapper
 from ..data.degradations import parse_setting, setting_names
+from ..data.rig import Rig, as_rig
 from ..engine.predictor import _MappedPredictor
 from .evaluation import OnnxSemSegModel, graph_runs
 from .runtime import OnnxSegmenter
@@ -32,12 +36,17 @@ class OnnxRGBTPredictor(_MappedPredictor):
     against the PyTorch path). ``settings`` are the input settings the graph runs: a two-camera graph
     "rgbt" and every degraded setting (degraded before the graph, as in evaluation), a one-camera
     graph (``export_model.py --modality rgb|thermal``) its camera's; any other is an error.
-    ``threads``: onnxruntime's intra-op threads (default: all CPUs).
+    ``threads``: onnxruntime's intra-op threads (default: all CPUs). ``rig``: the camera pair's
+    :class:`~sartm_d2.data.rig.Rig` or rig file for cameras that are not pixel-aligned: the call then
+    takes the thermal camera's image and warps it into the RGB frame (the graph's input) before the
+    mapper, as ``RGBTPredictor(cfg, rig=)`` does; no default (the graph is not tied to a camera pair).
     """
 
-    def __init__(self, onnx_path: str, providers: Sequence[str] | None = None, threads: int | None = None):
+    def __init__(self, onnx_path: str, providers: Sequence[str] | None = None, threads: int | None = None,
+                 rig: Rig | str | os.PathLike | None = None):
         super().__init__()
         self.path = onnx_path
+        self.rig = as_rig(rig)
         self.segmenter = OnnxSegmenter(onnx_path, providers, threads)
         self.model = OnnxSemSegModel(self.segmenter)
         self.modality = self.segmenter.modality
