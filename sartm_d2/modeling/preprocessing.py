@@ -152,7 +152,7 @@ class ThermalGainCorrection(nn.Module):
     offset step is corrected. The MLP's last layer starts at zero: at first every image is left alone.
     """
 
-    def __init__(self, quantiles: int = 16, hidden: int = 64, dead_log_gain: float = 0.25,
+    def __init__(self, quantiles: int = 16, hidden: int = 64, dead_log_gain: float = 0.3,
                  dead_offset: float = 16.0):
         super().__init__()
         self.register_buffer("fractions", torch.linspace(0.02, 0.98, quantiles), persistent=False)
