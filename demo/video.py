@@ -24,9 +24,8 @@ Frame counts: a folder's count is exact, and so is the header count of AVI and M
 only have an estimate (duration x fps, which an audio track or a variable frame rate skews), so
 for them a mismatch is reported when one stream ends before the other.
 
-What OpenCV (opencv-python-headless 5.1.0.95, FFmpeg backend: avcodec 63.1) does with 4-channel
-video, measured 2026-12-02 on 48x64 frames whose 4th channel differs from the other three (4-channel
-test files made with PyAV/FFmpeg where OpenCV could not write them):
+What OpenCV (opencv-python-headless with its FFmpeg backend) does with 4-channel video (tried on
+frames whose 4th channel differs from the other three; benchmarks/RESULTS.md names the versions):
 
 * ``cv2.VideoWriter`` cannot write a 4th channel. ``write()`` of a 4-channel frame returns False
   and writes nothing, for every codec/container it opens (MJPG, XVID, mp4v, FFV1, png, HFYU, FFVH,
