@@ -710,13 +710,14 @@ def ort_op_profile(onnx_path: str, image: np.ndarray, workdir: str, threads: int
 
 # What ``measure_robust_cost`` compares: the plain model (the paper's fusion, fixed thermal
 # normalisation), the same with the per-image thermal stretch, and the robust any-modality model of
-# configs/*-anymodal.yaml (reliability fusion: trust gates with saturation cues, hallucinating stand-ins).
+# configs/*-anymodal.yaml (reliability fusion: trust gates with saturation cues, hallucinating stand-ins;
+# the learned thermal gain correction).
 ROBUST_VARIANTS = {
     "plain": ["MODEL.SARTM.FUSION", "paper", "INPUT.THERMAL_NORM", "none"],
     "plain, thermal stretch": ["MODEL.SARTM.FUSION", "paper", "INPUT.THERMAL_NORM", "stretch"],
-    "robust (reliability, hallucinating stand-ins)": [
+    "robust (reliability, hallucinating stand-ins, gain correction)": [
         "MODEL.SARTM.FUSION", "reliability", "MODEL.SARTM.ROBUST.STANDIN", "hallucinate",
-        "INPUT.THERMAL_NORM", "none",
+        "MODEL.SARTM.ROBUST.THERMAL_GAIN_CORRECTION", "True", "INPUT.THERMAL_NORM", "none",
     ],
 }
 
@@ -760,14 +761,23 @@ def count_flops(model, cfg, *, hw, device, modalities: str = "rgbt") -> dict:
     """Forward FLOPs of one input (eval forward, fp32, LoRA unmerged) with FlopCounterMode.
 
     FlopCounterMode counts a multiply-add as 2 FLOPs (matmuls, convolutions, attention); element-wise
-    ops are not counted.
+    ops are not counted. Parameters are counted frozen: the counter's module hooks refuse a module
+    input that is a parameter requiring grad (the reliability fusion passes its "absent" embeddings
+    to its stand-ins).
     """
     model.eval()
     k = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     inputs = make_inputs(1, hw, k, device, labels=False, modalities=modalities)
     counter = FlopCounterMode(display=False, depth=1)
-    with torch.no_grad(), counter:
-        model(inputs)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in trainable:
+            p.requires_grad_(False)
+        with torch.no_grad(), counter:
+            model(inputs)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     total = counter.get_total_flops()
     by_module = {}
     for name, counts in counter.get_flop_counts().items():
