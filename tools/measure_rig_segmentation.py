@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", required=True, help="a model trained on aligned pairs (MODEL.WEIGHTS)")
     p.add_argument("--partial-view-weights",
                    help="optional: a model trained with INPUT.MODALITY_DROPOUT.PARTIAL_VIEW")
+    p.add_argument("--partial-view-config",
+                   help="the config of --partial-view-weights (default: --config-file), e.g. "
+                   "configs/synthetic-anymodal.yaml")
     p.add_argument("--thermal-size", type=_size, default=(160, 200), help="HxW of the thermal camera")
     p.add_argument("--fov-ratio", type=float, default=FULL["scale"],
                    help="calibrate_rig.py ecc's start: thermal over RGB horizontal field of view")
@@ -232,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     sets = Sets(work, args.thermal_size)
     recovered, log = recover(sets, args.fov_ratio)
     rigs = {**sets.files, "recovered": recovered.path}
-    models = {"plain": args.weights}
+    models = {"plain": (cfg, args.weights)}
     if args.partial_view_weights:
-        models["partial-view"] = args.partial_view_weights
-    results = {name: measure_model(cfg, name, weights, sets, rigs) for name, weights in models.items()}
+        other = get_sartm_cfg(args.partial_view_config, opts) if args.partial_view_config else cfg
+        models["partial-view"] = (other, args.partial_view_weights)
+    results = {name: measure_model(c, name, weights, sets, rigs) for name, (c, weights) in models.items()}
     summary = {
         "thermal_size": list(args.thermal_size), "rgb_size": list(sets.rgb_size), "images": len(sets.names),
         "rigs": {"true": sets.full.to_dict(), "partial": sets.partial.to_dict(),
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "recovered_corner_error_px": corner_error(sets.full, recovered.homography),
         "resize_corner_error_px": corner_error(sets.full, sets.resize.homography),
         "partial_view_fraction": float(sets.view.mean()),
-        "calibrate_rig_output": log, "models": models, "mIoU_all": results,
+        "calibrate_rig_output": log, "models": {n: w for n, (_, w) in models.items()}, "mIoU_all": results,
         "machine": machine_info(torch.device("cpu")), "torch_threads": torch.get_num_threads(),
     }
     (rh, rw), (th, tw) = sets.rgb_size, args.thermal_size
