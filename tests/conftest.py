@@ -1,8 +1,15 @@
 """Shared test helpers. Every test module may import detectron2 first: sartm_d2's compatibility
 fixes are applied here, before any test module is imported."""
 
-import importlib.util
 import os
+
+# One intra-op thread (OpenMP, BLAS) for the tests and the commands they start, unless the caller sets
+# OMP_NUM_THREADS: the tests' models are tiny, so a second thread gains nothing, and where another job
+# holds a core every parallel region waits for the descheduled thread (the suite then runs many times
+# slower). Set before numpy and torch load their thread pools.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import importlib.util
 import sys
 
 import cv2
