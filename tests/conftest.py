@@ -93,35 +93,67 @@ def demo_cli(monkeypatch):
     return load_script("demo/demo.py", "sartm_demo_cli")
 
 
-def export_fixture_setup(tmp_path_factory, config: str, *opts, seed: int, num_train: int, num_test: int,
-                         height: int, width: int):
-    """A generated synthetic set registered in place of the real one, a tiny random model saved as
-    model_final.pth, and the config options that point at both; a generator for a module fixture that
-    restores the registration after."""
+# The suite's synthetic set (the embedded generator, small): the data of every module that asks for the
+# ``synthetic`` fixture. A module that needs other sizes, counts or folders generates its own and says why.
+SYNTHETIC_SET = {"seed": 3, "num_train": 4, "num_val": 1, "num_test": 3, "height": 64, "width": 96}
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory):
+    """The dataset root holding SyntheticRGBT/ (``SYNTHETIC_SET``), generated once per session."""
+    from sartm_d2.data.synthetic import generate_synthetic_rgbt
+
+    root = tmp_path_factory.mktemp("synthetic_set")
+    generate_synthetic_rgbt(str(root), **SYNTHETIC_SET)
+    return root
+
+
+@pytest.fixture(scope="module")
+def synthetic(synthetic_set):
+    """The "synthetic" family registered at the session's set for one module, re-pointed at
+    $DETECTRON2_DATASETS after it. Per module, not once per session: a module that registers its own
+    trees (``restore_registration``, test_demo_quality.py) re-points the family when it ends."""
+    register_all_rgbt(str(synthetic_set), only=["synthetic"])
+    yield synthetic_set
+    register_all_rgbt(os.getenv("DETECTRON2_DATASETS", "datasets"), only=["synthetic"])
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synthetic_set, tmp_path_factory):
+    """``tiny_checkpoint(config, *opts)``: a tiny random model of ``config`` with ``opts`` and file text
+    embeddings, saved as model_final.pth once per session for each (config, opts) and shared by the
+    modules that ask for the same; returns ``{"root", "work", "opts"}``, ``opts`` the config options that
+    point at the files (a fresh list per call). The data is the session's set: ask for ``synthetic`` too,
+    which registers it."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     from sartm_d2.data.datasets import SYNTHETIC_CLASSES
-    from sartm_d2.data.synthetic import generate_synthetic_rgbt
     from sartm_d2.modeling import load_text_embeddings
 
-    root = tmp_path_factory.mktemp("d2data")
-    generate_synthetic_rgbt(str(root), seed=seed, num_train=num_train, num_val=1, num_test=num_test,
-                            height=height, width=width)
-    register_all_rgbt(str(root), only=["synthetic"])
-    work = tmp_path_factory.mktemp("export")
-    emb = str(work / "text.pt")
-    torch.save({"embeddings": torch.randn(len(SYNTHETIC_CLASSES), 16), "class_names": SYNTHETIC_CLASSES}, emb)
-    opts = ["MODEL.SARTM.DISTILL.TEACHER", "file", "MODEL.SARTM.DISTILL.EMBEDDINGS_FILE", emb,
-            "OUTPUT_DIR", str(work / "out"), *opts]
-    cfg = get_sartm_cfg(config, opts)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    load_text_embeddings(model, cfg)
-    DetectionCheckpointer(model, save_dir=str(work)).save("model_final")
-    opts += ["MODEL.WEIGHTS", str(work / "model_final.pth")]
-    yield {"root": root, "work": work, "opts": opts}
-    register_all_rgbt(os.getenv("DETECTRON2_DATASETS", "datasets"), only=["synthetic"])
+    saved = {}
+
+    def make(config: str, *opts):
+        key = (os.path.abspath(config), *opts)
+        if key not in saved:
+            work = tmp_path_factory.mktemp("checkpoint")
+            emb = str(work / "text.pt")
+            # Seeded: the same files whichever module asks first.
+            g = torch.Generator().manual_seed(0)
+            torch.save({"embeddings": torch.randn(len(SYNTHETIC_CLASSES), 16, generator=g),
+                        "class_names": SYNTHETIC_CLASSES}, emb)
+            all_opts = ["MODEL.SARTM.DISTILL.TEACHER", "file", "MODEL.SARTM.DISTILL.EMBEDDINGS_FILE", emb,
+                        "OUTPUT_DIR", str(work / "out"), *opts]
+            cfg = get_sartm_cfg(config, all_opts)
+            torch.manual_seed(0)
+            model = build_model(cfg)
+            load_text_embeddings(model, cfg)
+            DetectionCheckpointer(model, save_dir=str(work)).save("model_final")
+            saved[key] = (work, [*all_opts, "MODEL.WEIGHTS", str(work / "model_final.pth")])
+        work, all_opts = saved[key]
+        return {"root": synthetic_set, "work": work, "opts": list(all_opts)}
+
+    return make
 
 
 def demo_panel_ok(path, height: int, width: int) -> bool:

@@ -2,7 +2,7 @@
 tools downstream (demo, eval_onnx, benchmark) on the new files.
 
 One tiny random model with the trust-estimating "reliability" fusion and the in-graph thermal stretch, on
-a generated 64x96 synthetic set (4 training images for calibration, 3 test images for parity). The
+the session's 64x96 synthetic set (4 training images for calibration, 3 test images for parity). The
 exports are the slow part (onnxruntime's quantizer): the INT8 and one-camera graphs are made once per
 module and shared; only the broken-calibration test (marked slow) quantizes again, on one image.
 """
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import demo_cli, export_fixture_setup, load_script
+from conftest import demo_cli, load_script
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
@@ -52,10 +52,9 @@ _load = load_script
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A 64x96 synthetic set (4 train, 3 test images), a tiny random robust model; registration restored."""
-    yield from export_fixture_setup(tmp_path_factory, CONFIG, *ROBUST, seed=3, num_train=4, num_test=3,
-                                    height=H, width=W)
+def setup(synthetic, tiny_checkpoint):
+    """The session's 64x96 synthetic set (4 train, 3 test images), a tiny random robust model."""
+    return tiny_checkpoint(CONFIG, *ROBUST)
 
 
 def _export(setup, out, *args) -> int:
