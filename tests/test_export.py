@@ -163,6 +163,7 @@ def test_export_errors(setup, exported, monkeypatch, capsys):
         create_session(exported)
 
 
+@pytest.mark.slow
 def test_package_imports_without_onnx():
     """The core package and sartm_d2.export import with onnx/onnxruntime absent (imported on use)."""
     code = ("import sys; sys.modules['onnx'] = sys.modules['onnxruntime'] = None\n"

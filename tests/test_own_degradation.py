@@ -57,6 +57,7 @@ def exported(synthetic, tiny_checkpoint):
     return tiny_checkpoint(CONFIG)
 
 
+@pytest.mark.slow
 def test_own_family_trains_evaluates_and_runs_on_the_exported_graph(own_module, exported, tmp_path):
     opts = [*exported["opts"], "OUTPUT_DIR", str(tmp_path / "train"), "SOLVER.MAX_ITER", "2",
             "INPUT.DEGRADATION_AUG_PROB", "1.0", "INPUT.DEGRADATION_AUG_KINDS", "('lensdrops',)",
