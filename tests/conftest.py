@@ -1,12 +1,15 @@
 """Shared test helpers. Every test module may import detectron2 first: sartm_d2's compatibility
 fixes are applied here, before any test module is imported."""
 
+# ruff: noqa: E402  (the thread settings below come before numpy and torch are imported)
 import os
 
 # One intra-op thread (OpenMP, BLAS) for the tests and the commands they start, unless the caller sets
 # OMP_NUM_THREADS: the tests' models are tiny, so a second thread gains nothing, and where another job
 # holds a core every parallel region waits for the descheduled thread (the suite then runs many times
-# slower). Set before numpy and torch load their thread pools.
+# slower). Set before numpy and torch load their thread pools. Modules marked ``all_cores`` (trainings at
+# the demo's size, which a second thread does speed up) get every CPU back: ``all_cores_for_marked``.
+CALLER_THREADS = os.environ.get("OMP_NUM_THREADS")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import importlib.util
@@ -37,6 +40,25 @@ def tiny_cfg(config_file: str = BASE_CONFIG, *opts):
 
 # The tiny model's Hiera as keyword arguments of SAM2HieraLoRABackbone.
 TINY_HIERA = {key.lower(): value for key, value in tiny_cfg().MODEL.SAM2.CUSTOM.items()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def all_cores_for_marked(request):
+    """Every CPU for torch and the commands started while a module marked ``all_cores`` runs (its module
+    fixtures included), one thread again after it; nothing changes where the caller set OMP_NUM_THREADS."""
+    if CALLER_THREADS is not None or request.node.get_closest_marker("all_cores") is None:
+        yield
+        return
+    from sartm_d2.export.runtime import cpu_threads
+
+    threads = cpu_threads()
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture
