@@ -1,8 +1,18 @@
 """Shared test helpers. Every test module may import detectron2 first: sartm_d2's compatibility
 fixes are applied here, before any test module is imported."""
 
-import importlib.util
+# ruff: noqa: E402  (the thread settings below come before numpy and torch are imported)
 import os
+
+# One intra-op thread (OpenMP, BLAS) for the tests and the commands they start, unless the caller sets
+# OMP_NUM_THREADS: the tests' models are tiny, so a second thread gains nothing, and where another job
+# holds a core every parallel region waits for the descheduled thread (the suite then runs many times
+# slower). Set before numpy and torch load their thread pools. Modules marked ``all_cores`` (trainings at
+# the demo's size, which a second thread does speed up) get every CPU back: ``all_cores_for_marked``.
+CALLER_THREADS = os.environ.get("OMP_NUM_THREADS")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import importlib.util
 import sys
 
 import cv2
@@ -30,6 +40,25 @@ def tiny_cfg(config_file: str = BASE_CONFIG, *opts):
 
 # The tiny model's Hiera as keyword arguments of SAM2HieraLoRABackbone.
 TINY_HIERA = {key.lower(): value for key, value in tiny_cfg().MODEL.SAM2.CUSTOM.items()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def all_cores_for_marked(request):
+    """Every CPU for torch and the commands started while a module marked ``all_cores`` runs (its module
+    fixtures included), one thread again after it; nothing changes where the caller set OMP_NUM_THREADS."""
+    if CALLER_THREADS is not None or request.node.get_closest_marker("all_cores") is None:
+        yield
+        return
+    from sartm_d2.export.runtime import cpu_threads
+
+    threads = cpu_threads()
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture
@@ -86,35 +115,67 @@ def demo_cli(monkeypatch):
     return load_script("demo/demo.py", "sartm_demo_cli")
 
 
-def export_fixture_setup(tmp_path_factory, config: str, *opts, seed: int, num_train: int, num_test: int,
-                         height: int, width: int):
-    """A generated synthetic set registered in place of the real one, a tiny random model saved as
-    model_final.pth, and the config options that point at both; a generator for a module fixture that
-    restores the registration after."""
+# The suite's synthetic set (the embedded generator, small): the data of every module that asks for the
+# ``synthetic`` fixture. A module that needs other sizes, counts or folders generates its own and says why.
+SYNTHETIC_SET = {"seed": 3, "num_train": 4, "num_val": 1, "num_test": 3, "height": 64, "width": 96}
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory):
+    """The dataset root holding SyntheticRGBT/ (``SYNTHETIC_SET``), generated once per session."""
+    from sartm_d2.data.synthetic import generate_synthetic_rgbt
+
+    root = tmp_path_factory.mktemp("synthetic_set")
+    generate_synthetic_rgbt(str(root), **SYNTHETIC_SET)
+    return root
+
+
+@pytest.fixture(scope="module")
+def synthetic(synthetic_set):
+    """The "synthetic" family registered at the session's set for one module, re-pointed at
+    $DETECTRON2_DATASETS after it. Per module, not once per session: a module that registers its own
+    trees (``restore_registration``, test_demo_quality.py) re-points the family when it ends."""
+    register_all_rgbt(str(synthetic_set), only=["synthetic"])
+    yield synthetic_set
+    register_all_rgbt(os.getenv("DETECTRON2_DATASETS", "datasets"), only=["synthetic"])
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synthetic_set, tmp_path_factory):
+    """``tiny_checkpoint(config, *opts)``: a tiny random model of ``config`` with ``opts`` and file text
+    embeddings, saved as model_final.pth once per session for each (config, opts) and shared by the
+    modules that ask for the same; returns ``{"root", "work", "opts"}``, ``opts`` the config options that
+    point at the files (a fresh list per call). The data is the session's set: ask for ``synthetic`` too,
+    which registers it."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     from sartm_d2.data.datasets import SYNTHETIC_CLASSES
-    from sartm_d2.data.synthetic import generate_synthetic_rgbt
     from sartm_d2.modeling import load_text_embeddings
 
-    root = tmp_path_factory.mktemp("d2data")
-    generate_synthetic_rgbt(str(root), seed=seed, num_train=num_train, num_val=1, num_test=num_test,
-                            height=height, width=width)
-    register_all_rgbt(str(root), only=["synthetic"])
-    work = tmp_path_factory.mktemp("export")
-    emb = str(work / "text.pt")
-    torch.save({"embeddings": torch.randn(len(SYNTHETIC_CLASSES), 16), "class_names": SYNTHETIC_CLASSES}, emb)
-    opts = ["MODEL.SARTM.DISTILL.TEACHER", "file", "MODEL.SARTM.DISTILL.EMBEDDINGS_FILE", emb,
-            "OUTPUT_DIR", str(work / "out"), *opts]
-    cfg = get_sartm_cfg(config, opts)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    load_text_embeddings(model, cfg)
-    DetectionCheckpointer(model, save_dir=str(work)).save("model_final")
-    opts += ["MODEL.WEIGHTS", str(work / "model_final.pth")]
-    yield {"root": root, "work": work, "opts": opts}
-    register_all_rgbt(os.getenv("DETECTRON2_DATASETS", "datasets"), only=["synthetic"])
+    saved = {}
+
+    def make(config: str, *opts):
+        key = (os.path.abspath(config), *opts)
+        if key not in saved:
+            work = tmp_path_factory.mktemp("checkpoint")
+            emb = str(work / "text.pt")
+            # Seeded: the same files whichever module asks first.
+            g = torch.Generator().manual_seed(0)
+            torch.save({"embeddings": torch.randn(len(SYNTHETIC_CLASSES), 16, generator=g),
+                        "class_names": SYNTHETIC_CLASSES}, emb)
+            all_opts = ["MODEL.SARTM.DISTILL.TEACHER", "file", "MODEL.SARTM.DISTILL.EMBEDDINGS_FILE", emb,
+                        "OUTPUT_DIR", str(work / "out"), *opts]
+            cfg = get_sartm_cfg(config, all_opts)
+            torch.manual_seed(0)
+            model = build_model(cfg)
+            load_text_embeddings(model, cfg)
+            DetectionCheckpointer(model, save_dir=str(work)).save("model_final")
+            saved[key] = (work, [*all_opts, "MODEL.WEIGHTS", str(work / "model_final.pth")])
+        work, all_opts = saved[key]
+        return {"root": synthetic_set, "work": work, "opts": list(all_opts)}
+
+    return make
 
 
 def demo_panel_ok(path, height: int, width: int) -> bool:

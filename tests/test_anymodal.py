@@ -17,9 +17,8 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sartm_d2.data import RGBTDatasetMapper, register_all_rgbt
+from sartm_d2.data import RGBTDatasetMapper
 from sartm_d2.data.degradations import degrade, expand_settings, parse_setting, setting_names
-from sartm_d2.data.synthetic import generate_synthetic_rgbt
 from sartm_d2.engine import build_resumable_train_loader, main
 from sartm_d2.modeling.backbone import SAM2HieraLoRABackbone
 from sartm_d2.modeling.lora import LoRAQKVLinear, ModalityLayout
@@ -166,15 +165,6 @@ def test_settings_names_and_degradations():
     assert degrade(img, "bright", 1, seed_key="x").max() == 255.0
     blurred = degrade(img, "blur", 3, seed_key="x")
     assert blurred.mean() == pytest.approx(img.mean(), rel=1e-3) and blurred[40:80, 50:90].min() < 190
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("anymodal_data")
-    generate_synthetic_rgbt(str(root), seed=3, num_train=8, num_val=2, num_test=3, height=64, width=96)
-    register_all_rgbt(str(root), only=["synthetic"])
-    yield root
-    register_all_rgbt("datasets", only=["synthetic"])
 
 
 def test_modality_dropout_is_seeded_and_resumes_exactly(synthetic):

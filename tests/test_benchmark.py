@@ -517,6 +517,7 @@ def test_backends_table_has_the_ratio_agreement_and_size_columns():
     assert reporting.format_backends_table([{"what": "infer"}]) == ""
 
 
+@pytest.mark.slow
 def test_importing_the_package_does_not_import_the_benchmark():
     code = "import sys, sartm_d2; assert not any(m.startswith('sartm_d2.benchmark') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

@@ -123,6 +123,7 @@ def test_fmb_counts_and_14_vs_15_classes(tmp_path, restore_registration):
 
 
 def test_synthetic_set_through_the_mfnet_loader(tmp_path, restore_registration):
+    # Its own set (not conftest's session set): the registration of a fresh root is what is tested.
     generate_synthetic_rgbt(tmp_path, num_train=4, num_val=2, num_test=4, height=32, width=64)
     names = register_all_rgbt(tmp_path, only=["synthetic"])
     assert names == ["synthetic_rgbt_train", "synthetic_rgbt_val", "synthetic_rgbt_test"]

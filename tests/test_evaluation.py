@@ -273,6 +273,7 @@ def _distributed_worker(rank, world_size, init_file, name, records, shards, out_
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_distributed_two_processes_equal_single_process(tmp_path):
     import torch.multiprocessing as mp
 

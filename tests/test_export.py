@@ -1,6 +1,6 @@
 """ONNX export (tools/export_model.py), its parity check, the onnxruntime predictor and demo, eval_onnx.py.
 
-One tiny model on a generated 64x96 synthetic set is exported once per module; the parity check must
+One tiny model on the session's 64x96 synthetic set is exported once per module; the parity check must
 pass for it and fail for an export with a skipped normalisation.
 """
 
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import capture_eval_logits, demo_cli, export_fixture_setup, load_script
+from conftest import capture_eval_logits, demo_cli, load_script
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
@@ -56,10 +56,9 @@ _load = load_script
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A 64x96 synthetic set (3 test images), tiny random weights, the config options; restored after."""
-    yield from export_fixture_setup(tmp_path_factory, CONFIG, seed=2, num_train=1, num_test=3,
-                                    height=H, width=W)
+def setup(synthetic, tiny_checkpoint):
+    """The session's 64x96 synthetic set (3 test images), tiny random weights, the config options."""
+    return tiny_checkpoint(CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +163,7 @@ def test_export_errors(setup, exported, monkeypatch, capsys):
         create_session(exported)
 
 
+@pytest.mark.slow
 def test_package_imports_without_onnx():
     """The core package and sartm_d2.export import with onnx/onnxruntime absent (imported on use)."""
     code = ("import sys; sys.modules['onnx'] = sys.modules['onnxruntime'] = None\n"

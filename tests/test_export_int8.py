@@ -2,9 +2,10 @@
 tools downstream (demo, eval_onnx, benchmark) on the new files.
 
 One tiny random model with the trust-estimating "reliability" fusion and the in-graph thermal stretch, on
-a generated 64x96 synthetic set (4 training images for calibration, 3 test images for parity). The
+the session's 64x96 synthetic set (4 training images for calibration, 3 test images for parity). The
 exports are the slow part (onnxruntime's quantizer): the INT8 and one-camera graphs are made once per
-module and shared; only the broken-calibration test (marked slow) quantizes again, on one image.
+module and shared; only the broken-calibration test quantizes again, on one image. The tests that export
+are marked slow.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import demo_cli, export_fixture_setup, load_script
+from conftest import demo_cli, load_script
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
@@ -52,10 +53,9 @@ _load = load_script
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A 64x96 synthetic set (4 train, 3 test images), a tiny random robust model; registration restored."""
-    yield from export_fixture_setup(tmp_path_factory, CONFIG, *ROBUST, seed=3, num_train=4, num_test=3,
-                                    height=H, width=W)
+def setup(synthetic, tiny_checkpoint):
+    """The session's 64x96 synthetic set (4 train, 3 test images), a tiny random robust model."""
+    return tiny_checkpoint(CONFIG, *ROBUST)
 
 
 def _export(setup, out, *args) -> int:
@@ -71,6 +71,7 @@ def int8(setup):
     return rc, str(out / "model_int8.onnx")
 
 
+@pytest.mark.slow
 def test_int8_export_is_qdq_with_its_settings_in_the_sidecar(setup, int8):
     rc, path = int8
     assert rc == 0
@@ -120,6 +121,7 @@ def _miou_all(preds, gts, k: int, ignore: int = 255) -> float:
     return 100 * float(np.sum(np.divide(inter, union, out=np.zeros(k), where=union > 0)) / k)
 
 
+@pytest.mark.slow
 def test_int8_parity_report_is_honest(setup, int8):
     """The sidecar's numbers, recomputed here without sartm_d2.export: PyTorch on the test mapper,
     onnxruntime on the raw images, agreement, logit and trust differences, mIoU_all both ways."""
@@ -281,6 +283,7 @@ def one_camera(setup):
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modality", ["rgb", "thermal"])
 def test_one_camera_graph_matches_pytorch_single_stream(setup, int8, one_camera, modality):
     path = one_camera[modality]
@@ -313,6 +316,7 @@ def test_one_camera_graph_matches_pytorch_single_stream(setup, int8, one_camera,
         np.testing.assert_allclose(trust[0], out["trust"].numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_one_camera_int8(setup, tmp_path):
     """One-camera INT8 (dynamic: the quick one; static shares every step with the two-stream graph)."""
     rc = _export(setup, tmp_path / "int8", "--modality", "rgb", "--dtype", "int8", "--quantization",
@@ -326,6 +330,7 @@ def test_one_camera_int8(setup, tmp_path):
     assert "MatMulInteger" in {n.op_type for n in onnx.load(path).graph.node}
 
 
+@pytest.mark.slow
 def test_demo_takes_int8_and_one_camera_graphs(setup, int8, one_camera, tmp_path, monkeypatch):
     cli = demo_cli(monkeypatch)
     records = DatasetCatalog.get("synthetic_rgbt_test")[:2]
@@ -368,6 +373,7 @@ def test_demo_takes_int8_and_one_camera_graphs(setup, int8, one_camera, tmp_path
     assert len(written) == 2
 
 
+@pytest.mark.slow
 def test_eval_onnx_on_int8_and_one_camera_graphs(setup, int8, one_camera):
     """eval_onnx.py takes the new files: the INT8 graph within the gate's 0.5 point of --eval-only, the RGB
     graph exactly --eval-only with TEST.MODALITIES ("rgb",); --threads sets onnxruntime's threads."""
@@ -399,6 +405,7 @@ def test_eval_onnx_on_int8_and_one_camera_graphs(setup, int8, one_camera):
     assert got == want
 
 
+@pytest.mark.slow
 def test_benchmark_int8_rows_threads_and_cpu_flags(setup, tmp_path):
     """The benchmark's "onnx" rows: a dynamic INT8 one-camera graph beside the two-stream fp32 graph, with
     onnxruntime's threads, and their ratio to the fp32 graph."""
@@ -427,6 +434,7 @@ def test_benchmark_int8_rows_threads_and_cpu_flags(setup, tmp_path):
     assert "CPU flags: avx2" in format_table(rows, machine)
 
 
+@pytest.mark.slow
 def test_benchmark_backends_time_graphs_and_pytorch_together(setup, tmp_path):
     """The benchmark's "backends": the one-camera graph and PyTorch eager fp32 and bf16 in the same
     rounds, with the threads set for both runtimes (and restored), their ratios from the timings, and

@@ -12,8 +12,6 @@ from detectron2.utils.env import seed_all_rng
 from torch import nn
 
 from sartm_d2 import get_sartm_cfg
-from sartm_d2.data import register_all_rgbt
-from sartm_d2.data.synthetic import generate_synthetic_rgbt
 from sartm_d2.engine import Trainer, main
 from sartm_d2.modeling import (
     AUX_HEAD_REGISTRY,
@@ -91,16 +89,7 @@ class LinearAuxHeadForTest(AuxHead):
         return self.classifier(features["ffp"])
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ext")
-    generate_synthetic_rgbt(str(root), seed=4, num_train=4, num_val=2, num_test=2, height=64, width=96)
-    register_all_rgbt(str(root), only=["synthetic"])
-    yield root
-    register_all_rgbt("datasets", only=["synthetic"])
-
-
-def test_own_fusion_teacher_and_aux_head_train_through_the_config(data, tmp_path):
+def test_own_fusion_teacher_and_aux_head_train_through_the_config(synthetic, tmp_path):
     opts = ["MODEL.SARTM.FUSION", "gated_sum_for_test", "MODEL.SARTM.DISTILL.TEACHER", "hash_for_test",
             "MODEL.SARTM.AUX_HEAD.NAME", "LinearAuxHeadForTest", "MODEL.SARTM.DISTILL.CACHE_DIR",
             str(tmp_path / "cache"), "SOLVER.MAX_ITER", "20", "SEED", "0"]
@@ -133,7 +122,7 @@ def test_own_fusion_teacher_and_aux_head_train_through_the_config(data, tmp_path
     assert trained > untrained + 10, (trained, untrained)
 
 
-def test_unknown_names_list_the_registered_ones(data, tmp_path):
+def test_unknown_names_list_the_registered_ones(synthetic, tmp_path):
     cfg = get_sartm_cfg(CONFIG, ["MODEL.SARTM.DISTILL.TEACHER", "bert"])
     with pytest.raises(ValueError, match=r"TEACHER 'bert' is not registered.*'hash_for_test'.*'minilm'"):
         build_text_teacher(cfg)

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import export_fixture_setup, load_script
+from conftest import load_script
 from detectron2.engine import default_argument_parser
 
 from sartm_d2.data.degradations import DEGRADATION_REGISTRY, degrade, parse_setting, setting_names
@@ -53,11 +53,11 @@ def own_module(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    yield from export_fixture_setup(tmp_path_factory, CONFIG, seed=7, num_train=4, num_test=3, height=64,
-                                    width=96)
+def exported(synthetic, tiny_checkpoint):
+    return tiny_checkpoint(CONFIG)
 
 
+@pytest.mark.slow
 def test_own_family_trains_evaluates_and_runs_on_the_exported_graph(own_module, exported, tmp_path):
     opts = [*exported["opts"], "OUTPUT_DIR", str(tmp_path / "train"), "SOLVER.MAX_ITER", "2",
             "INPUT.DEGRADATION_AUG_PROB", "1.0", "INPUT.DEGRADATION_AUG_KINDS", "('lensdrops',)",

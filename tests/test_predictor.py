@@ -1,7 +1,7 @@
 """The package's predictor (sartm_d2.engine.RGBTPredictor): --eval-only's logits for one image under every
 kind of input setting, and the README's Python lines, run as written.
 
-A generated 64x96 synthetic set and a tiny random model (conftest.export_fixture_setup); the test-time
+The session's 64x96 synthetic set and a tiny random model (conftest.tiny_checkpoint); the test-time
 resize is on (INPUT.MIN_SIZE_TEST 32), so that the mapper's resize is part of what is compared.
 """
 
@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_MODEL, capture_eval_logits, export_fixture_setup
+from conftest import ROOT, TINY_MODEL, capture_eval_logits
 
 import sartm_d2  # noqa: F401  (compat patches before detectron2)
 
@@ -35,9 +35,8 @@ RESIZE = ["INPUT.MIN_SIZE_TEST", "32", "INPUT.MAX_SIZE_TEST", "1000"]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    yield from export_fixture_setup(tmp_path_factory, CONFIG, seed=4, num_train=1, num_test=2,
-                                    height=H, width=W)
+def setup(synthetic, tiny_checkpoint):
+    return tiny_checkpoint(CONFIG)
 
 
 @pytest.mark.parametrize("setting", ["rgbt", "thermal", "rgb-occlude-2"])
@@ -75,16 +74,10 @@ def _readme_python() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_python_lines_run_as_written(tmp_path, restore_registration):
+def test_readme_python_lines_run_as_written(synthetic, tmp_path):
     """The README's lines with a tiny random model in place of the trained weights: the labels are the
     argmax of the model run on the test mapper's own reading of the image."""
-    from sartm_d2.data import register_all_rgbt
-    from sartm_d2.data.synthetic import generate_synthetic_rgbt
-
-    generate_synthetic_rgbt(str(tmp_path / "data"), seed=1, num_train=1, num_val=1, num_test=2,
-                            height=H, width=W)
-    register_all_rgbt(str(tmp_path / "data"), only=["synthetic"])
-    record = DatasetCatalog.get("synthetic_rgbt_test")[1]
+    record = DatasetCatalog.get("synthetic_rgbt_test")[0]  # a night image, as the README's
     config = tmp_path / "tiny.yaml"
     config.write_text(f'_BASE_: ["{os.path.join(ROOT, "configs", "synthetic.yaml")}", "{TINY_MODEL}"]\n'
                       "MODEL: {SARTM: {DISTILL: {ENABLED: False}}}\n")

@@ -258,17 +258,24 @@ def test_the_example_module_registers_its_folders_rig(tmp_path, monkeypatch):
     for split in ("train", "val", "test"):
         (tmp_path / f"{split}.txt").write_text("a\n")
     os.makedirs(tmp_path / "labels")
+    # The example's import registers the sets at its default root (test_configs.py's import does, for
+    # configs/own-dataset.yaml): put them back there after, or remove them if they were not registered.
+    registered = "own_rgbt_train" in DatasetCatalog
+    default_root = os.getenv("OWN_RGBT_ROOT", os.path.join("datasets", "OwnRGBT"))
     monkeypatch.setenv("OWN_RGBT_ROOT", str(tmp_path))
+    example = load_script("datasets/own_dataset_example.py", "own_example_rig")
     try:
-        example = load_script("datasets/own_dataset_example.py", "own_example_rig")
         assert "rig_file" not in MetadataCatalog.get("own_rgbt_train").as_dict()  # aligned: no rig
         os.rename(tmp_path / "rig.json.off", tmp_path / "rig.json")
         example.register(str(tmp_path))
         assert MetadataCatalog.get("own_rgbt_test").rig_file == str(tmp_path / "rig.json")
     finally:
-        for split in ("train", "val", "test"):
-            DatasetCatalog.remove(f"own_rgbt_{split}")
-            MetadataCatalog.remove(f"own_rgbt_{split}")
+        if registered:
+            example.register(default_root)
+        else:
+            for split in ("train", "val", "test"):
+                DatasetCatalog.remove(f"own_rgbt_{split}")
+                MetadataCatalog.remove(f"own_rgbt_{split}")
 
 
 # ----------------------------------------------------------------------------- calibration

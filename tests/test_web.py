@@ -138,8 +138,12 @@ def web(model_files, server_process, tmp_path_factory):
 
 
 # ---------------------------------------------------------------- without a browser
-def test_help_needs_no_gradio_and_is_quiet(tmp_path):
-    """``python demo/web.py --help`` works where Gradio cannot be imported, and prints nothing on stderr."""
+@pytest.mark.slow
+def test_help_needs_no_gradio_and_is_quiet(server_process, tmp_path):
+    """``python demo/web.py --help`` works where Gradio cannot be imported, and prints nothing on stderr.
+
+    (It asks for ``server_process`` so that the page boots on the other core meanwhile.)
+    """
     (tmp_path / "gradio").mkdir()
     (tmp_path / "gradio" / "__init__.py").write_text("raise ImportError('no Gradio in this test')\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
@@ -316,9 +320,12 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server_process(model_files, tmp_path_factory):
-    """``python demo/web.py`` started, not yet waited for (None when the browser tests cannot run)."""
-    if _browser_missing() is not None:
+def server_process(model_files, tmp_path_factory, request):
+    """``python demo/web.py`` started, not yet waited for (None when the browser tests cannot run, or when
+    none of this module's selected tests needs the page: ``pytest -m "not slow"``)."""
+    wanted = any("server" in item.fixturenames for item in request.session.items
+                 if item.module is request.module)
+    if _browser_missing() is not None or not wanted:
         yield None
         return
     srv = Server(model_files, str(tmp_path_factory.mktemp("web_server")))
@@ -447,6 +454,7 @@ def _screenshot(page, name: str, tmp_dir) -> str:
 CLASSES = ["background", "person", "car", "traffic sign", "road marking"]  # configs/synthetic.yaml
 
 
+@pytest.mark.slow
 def test_page_segments_an_uploaded_pair(page, pairs, tmp_path):
     status = _run(page, *pairs["day"])
     assert "day_rgb, 160x128 (WxH), input: both cameras" in status
@@ -468,6 +476,7 @@ def test_page_segments_an_uploaded_pair(page, pairs, tmp_path):
     assert page.offsite == []  # the page needs nothing beyond this machine
 
 
+@pytest.mark.slow
 def test_examples_run_in_one_click(page, tmp_path):
     before = _status(page)
     page.locator("#examples").get_by_text("night, 640x480, one RGBT PNG", exact=True).click()
@@ -478,6 +487,7 @@ def test_examples_run_in_one_click(page, tmp_path):
     _screenshot(page, "web_example_night_640x480.png", tmp_path)
 
 
+@pytest.mark.slow
 def test_thermal_only_changes_the_result(page, pairs, tmp_path):
     _run(page, *pairs["day"])
     both_labels, both_panel = _label(page), _panel(page)
@@ -494,6 +504,7 @@ def test_thermal_only_changes_the_result(page, pairs, tmp_path):
     _screenshot(page, "web_thermal_only.png", tmp_path)
 
 
+@pytest.mark.slow
 def test_text_file_error_then_a_pair_works(page, pairs, tmp_path):
     status = _run(page, pairs["text"], pairs["day"][1], expect="Error")
     assert "Could not decode image 'notes.txt'" in status
@@ -502,6 +513,7 @@ def test_text_file_error_then_a_pair_works(page, pairs, tmp_path):
     _run(page, *pairs["night"])
 
 
+@pytest.mark.slow
 def test_two_users_at_once(browser, server, pairs):
     pages = [browser.new_page() for _ in range(2)]
     try:
@@ -520,6 +532,7 @@ def test_two_users_at_once(browser, server, pairs):
             p.close()
 
 
+@pytest.mark.slow
 def test_label_png_equals_the_command_line_demo(page, pairs, model_files, tmp_path, monkeypatch):
     """Same pair, same model: the page's label PNG and panel are demo/demo.py's."""
     cli = demo_cli(monkeypatch)
@@ -537,6 +550,7 @@ def test_label_png_equals_the_command_line_demo(page, pairs, model_files, tmp_pa
     np.testing.assert_array_equal(_panel(page), cv2.imread(written, cv2.IMREAD_COLOR)[:, :, ::-1])
 
 
+@pytest.mark.slow
 def test_clip_example_in_the_page(page, tmp_path):
     page.get_by_role("tab", name="Clip").click()
     before = _status(page)
@@ -548,6 +562,7 @@ def test_clip_example_in_the_page(page, tmp_path):
     page.wait_for_function("document.querySelectorAll('#frames img').length >= 8", timeout=30_000)
 
 
+@pytest.mark.slow
 def test_stopping_the_server_removes_its_files(server):
     """Last: uploads, examples and downloads lived in one temporary folder, removed on stop."""
     assert [e for e in os.listdir(server.tmp) if e.startswith("sartm_web_")]
