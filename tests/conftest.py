@@ -201,3 +201,24 @@ def capture_eval_logits(monkeypatch) -> dict:
 
     monkeypatch.setattr(RGBTSemSegEvaluator, "process", recording)
     return seen
+
+
+@pytest.fixture
+def own():
+    """register_rgbt_sem_seg that removes what it registered after the test."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from sartm_d2.data import register_rgbt_sem_seg
+
+    names = []
+
+    def register(name, *args, **kwargs):
+        names.append(name)
+        register_rgbt_sem_seg(name, *args, **kwargs)
+
+    yield register
+    for n in names:
+        if n in DatasetCatalog:
+            DatasetCatalog.remove(n)
+        if n in MetadataCatalog.list():
+            MetadataCatalog.remove(n)

@@ -51,23 +51,6 @@ def make_set(root, names=("a", "b", "c"), rgb_ext=".jpg", th_ext=".tiff", gt_ext
     return [os.path.join(root, d) for d in ("rgb", "thermal", "labels")]
 
 
-@pytest.fixture
-def own():
-    """register_rgbt_sem_seg that removes what it registered after the test."""
-    names = []
-
-    def register(name, *args, **kwargs):
-        names.append(name)
-        register_rgbt_sem_seg(name, *args, **kwargs)
-
-    yield register
-    for n in names:
-        if n in DatasetCatalog:
-            DatasetCatalog.remove(n)
-        if n in MetadataCatalog.list():
-            MetadataCatalog.remove(n)
-
-
 def test_jpeg_rgb_16bit_tiff_thermal_png_labels(tmp_path, own):
     rgb, thermal, labels = make_set(tmp_path)
     own("own_train", rgb, thermal, labels, CLASSES)

@@ -23,7 +23,8 @@ import train_net
 from sartm_d2.data import RGBTDatasetMapper, register_all_rgbt
 from sartm_d2.data.synthetic import generate_synthetic_rgbt
 
-pytestmark = pytest.mark.slow  # two trainings: the plain model, then the robust stage on it
+# Two trainings (the plain model, then the robust stage on it) at the demo's size: every core helps.
+pytestmark = [pytest.mark.slow, pytest.mark.all_cores]
 
 SETTINGS = "('missing', 'thermal-bright-1')"
 

@@ -15,7 +15,7 @@ import sartm_d2  # noqa: F401  (compat first)
 # isort: split
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from sartm_d2.data import read_rgbt, register_rgbt_sem_seg, rig_calibration
+from sartm_d2.data import read_rgbt, rig_calibration
 from sartm_d2.data.io import read_thermal
 from sartm_d2.data.rig import (
     Rig,
@@ -54,23 +54,6 @@ def small_warp(seed):
     h = random_rig_homography(np.random.default_rng(seed), THERMAL_SIZE, RGB_SIZE, max_shift=8,
                               max_rotation_deg=1.0, scale=(0.97, 1.03))
     return Rig(h, RGB_SIZE, THERMAL_SIZE)
-
-
-@pytest.fixture
-def own():
-    """register_rgbt_sem_seg that removes what it registered after the test."""
-    names = []
-
-    def register(name, *args, **kwargs):
-        names.append(name)
-        register_rgbt_sem_seg(name, *args, **kwargs)
-
-    yield register
-    for n in names:
-        if n in DatasetCatalog:
-            DatasetCatalog.remove(n)
-        if n in MetadataCatalog.list():
-            MetadataCatalog.remove(n)
 
 
 # ----------------------------------------------------------------------------- the file
