@@ -18,19 +18,25 @@ from sartm_d2.data.synthetic import (
     main,
     render_scene,
 )
+from sartm_d2.data.synthetic_mfnet import generate_synthetic_mfnet
 
 SMALL = {"num_train": 3, "num_val": 1, "num_test": 2, "height": 64, "width": 96}
 
 
-def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
-    a = folder_bytes(generate_synthetic_rgbt(tmp_path / "a", seed=3, **SMALL))
-    b = folder_bytes(generate_synthetic_rgbt(tmp_path / "b", seed=3, **SMALL))
-    c = folder_bytes(generate_synthetic_rgbt(tmp_path / "c", seed=4, **SMALL))
+@pytest.mark.parametrize("generate", [generate_synthetic_rgbt, generate_synthetic_mfnet],
+                         ids=["embedded", "mfnet_like"])
+def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path, generate):
+    a = folder_bytes(generate(tmp_path / "a", seed=3, **SMALL))
+    b = folder_bytes(generate(tmp_path / "b", seed=3, **SMALL))
+    c = folder_bytes(generate(tmp_path / "c", seed=4, **SMALL))
     assert a == b
     assert sorted(a) == sorted(c)
     images = [k for k in a if k.startswith("images")]
     assert len(images) == 6
     assert all(a[k] != c[k] for k in images)
+    # Scene i depends on (seed, i) only: a longer set starts with the same files.
+    d = folder_bytes(generate(tmp_path / "d", seed=3, **{**SMALL, "num_test": 4}))
+    assert all(d[k] == a[k] for k in images)
 
 
 def test_layout_names_and_formats(tmp_path):
