@@ -408,3 +408,93 @@ def test_partial_view_marks_thermal_pixels_without_data_and_the_model_treats_the
         constant = model([{"image": cold}])[0]["sem_seg"]
     assert torch.isfinite(out).all()
     assert not torch.allclose(out, constant)  # NaN is "no data", not a cold scene
+
+
+# ------------------------------------------------------------------ the second-stage recipe's parts
+
+
+def test_gain_correction_is_the_identity_in_its_dead_zone_and_undoes_a_predicted_step():
+    from sartm_d2.modeling.preprocessing import ThermalGainCorrection
+
+    torch.manual_seed(0)
+    correction = ThermalGainCorrection()
+    _, thermal, _ = _scene(day=False)
+    t = torch.from_numpy(thermal)[None, None]
+    out, params = correction(t)  # the last layer starts at zero: a zero prediction
+    assert torch.equal(out, t) and torch.equal(params, torch.zeros(1, 2))
+    with torch.no_grad():  # a prediction of gain x2, offset +3: outside the dead zone
+        correction.mlp[-1].bias.copy_(torch.tensor([np.log(2.0), 3.0 / 64.0]))
+    half = t * 0.5
+    half[..., :4, :4] = 255.0  # saturated pixels stay saturated
+    out, params = correction(half)
+    expected = (half * 2.0 + 3.0).clamp(0, 255)
+    expected[..., :4, :4] = 255.0
+    torch.testing.assert_close(out, expected)
+    with torch.no_grad():  # a small prediction (gain 1.2, offset 5): inside the zone, exactly the identity
+        correction.mlp[-1].bias.copy_(torch.tensor([np.log(1.2), 5.0 / 64.0]))
+    assert torch.equal(correction(t)[0], t)
+
+
+def test_gain_correction_loss_against_a_hand_computation():
+    from sartm_d2.modeling.losses import gain_correction_loss
+    from sartm_d2.modeling.preprocessing import ThermalGainCorrection
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 1, 8, 8, generator=g) * 200
+    thermal = torch.cat([clean[:1], clean[:1] * 0.5])  # row 1: row 0 at half gain, its target row 0
+    params = torch.tensor([[0.0, 0.0], [np.log(2.0), 0.0]])
+    target_rows = torch.tensor([0, 0])
+    loss = gain_correction_loss(ThermalGainCorrection(), params, thermal, target_rows, None, synthetic=0)
+    err = [((thermal[0] - clean[0]) ** 2).mean(), ((thermal[1] * 2.0 - clean[0]) ** 2).mean()]
+    torch.testing.assert_close(loss, torch.stack(err).mean() / 255.0**2)
+
+
+def test_standin_loss_against_a_hand_computation():
+    from sartm_d2.modeling.losses import standin_loss
+
+    g = torch.Generator().manual_seed(1)
+    maps = [torch.randn(3, 4, 2, 2, generator=g) for _ in range(4)]
+    levels = {"sfm": (None, *maps)}
+    rows = torch.tensor([0, 2])
+    rgb, thermal, s_rgb, s_thermal = (m[rows] for m in maps)
+    expected = 0.5 * (((s_rgb - rgb) ** 2).mean() / (rgb**2).mean()
+                      + ((s_thermal - thermal) ** 2).mean() / (thermal**2).mean())
+    torch.testing.assert_close(standin_loss(levels, rows), expected)
+
+
+def test_open_trust_lets_a_confident_stream_through_exactly():
+    from sartm_d2.modeling.fusion import open_trust
+
+    trust = torch.tensor([0.95, 0.9, 0.45, 0.0])
+    torch.testing.assert_close(open_trust(trust, 0.9), torch.tensor([1.0, 1.0, 0.5, 0.0]))
+    assert torch.equal(open_trust(trust, 1.0), trust)
+
+
+def test_robust_stage_loads_a_plain_checkpoint_and_trains_only_its_parts(synthetic, tmp_path):
+    """MODEL.SARTM.ROBUST.TRAIN_ONLY_ROBUST_PARTS: a plain model's checkpoint lacks the gates, stand-ins and
+    gain correction; training from it starts them fresh and freezes everything else."""
+    from sartm_d2.engine import RGBTCheckpointer
+
+    torch.manual_seed(0)
+    plain = build_model(tiny_cfg(CONFIG, *NO_TEXT))
+    DetectionCheckpointer(plain, save_dir=str(tmp_path)).save("plain")
+    robust_opts = [*NO_TEXT, "MODEL.SARTM.FUSION", "reliability", "MODEL.SARTM.ROBUST.STANDIN", "hallucinate",
+                   "MODEL.SARTM.ROBUST.THERMAL_GAIN_CORRECTION", "True",
+                   "MODEL.SARTM.ROBUST.TRAIN_ONLY_ROBUST_PARTS", "True"]
+    robust = build_model(tiny_cfg(CONFIG, *robust_opts))
+    prefixes = robust.robust_part_prefixes()
+    assert set(prefixes) == {"fusion.gates.", "fusion.standins.", "fusion.absent.",
+                             "input_norm.gain_correction."}
+    trainable = {n for n, p in robust.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(prefixes) for n in trainable)
+    assert any(n.startswith("fusion.standins.") for n in trainable)
+    checkpointer = RGBTCheckpointer(robust)
+    with pytest.raises(ValueError, match="missing from the checkpoint"):
+        checkpointer.load(str(tmp_path / "plain.pth"), checkpointables=[])  # strict without new_parts
+    checkpointer.load(str(tmp_path / "plain.pth"), checkpointables=[], fresh=(), new_parts=prefixes)
+    state = plain.state_dict()
+    for name, value in robust.state_dict().items():
+        if not name.startswith(prefixes):
+            assert torch.equal(value, state[name]), name
+    with pytest.raises(ValueError, match="TRAIN_ONLY_ROBUST_PARTS is True, but MODEL.SARTM.FUSION"):
+        build_model(tiny_cfg(CONFIG, *NO_TEXT, "MODEL.SARTM.ROBUST.TRAIN_ONLY_ROBUST_PARTS", "True"))
