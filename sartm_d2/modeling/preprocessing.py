@@ -20,7 +20,7 @@ from torch import nn
 
 __all__ = [
     "RENAMED_THERMAL_NORMS", "THERMAL_NORMS", "RGBTInputNorm", "ThermalGainCorrection", "check_thermal_norm",
-    "thermal_stretch",
+    "sorted_measurements", "thermal_stretch",
 ]
 
 THERMAL_NORMS = ("none", "stretch")
@@ -31,6 +31,24 @@ RENAMED_THERMAL_NORMS = {"percentile": "stretch"}
 _QUANTILE_SAMPLES = 1 << 14
 # Values at or above this (of 0..255) are saturated: the sensor clipped, the value is no measurement.
 SATURATED = 254.5
+
+
+def sorted_measurements(
+    thermal: torch.Tensor, max_samples: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The order statistics of a regular sub-grid (at most ``max_samples`` pixels) of (B, 1, H, W) thermal.
+
+    Returns ``(sample, ranked, last)``: the (B, N) sub-grid; its values sorted with the pixels that are
+    no measurement (saturated, ``>= SATURATED``, or NaN: no data) set to +inf, so they sort last; and the
+    (B, 1) rank of the largest measurement (0 when there is none), so that quantile ranks count the
+    measurements only (the stretch's and the gain correction's inputs; sorting is TopK in ONNX).
+    """
+    h, w = thermal.shape[-2:]
+    step = max(1, int(math.ceil(math.sqrt(h * w / max_samples))))
+    sample = thermal[:, :, ::step, ::step].flatten(1).float()
+    valid = (sample < SATURATED) & torch.isfinite(sample)
+    ranked = torch.sort(torch.where(valid, sample, torch.full_like(sample, float("inf"))), dim=1).values
+    return sample, ranked, (valid.sum(dim=1, keepdim=True) - 1).clamp(min=0)
 
 
 def thermal_stretch(
@@ -51,13 +69,7 @@ def thermal_stretch(
     the rule the 16-bit conversion
     (``sartm_d2.data.io.normalize_thermal``) follows too.
     """
-    h, w = thermal.shape[-2:]
-    step = max(1, int(math.ceil(math.sqrt(h * w / _QUANTILE_SAMPLES))))
-    sample = thermal[:, :, ::step, ::step].flatten(1).float()  # (B, N)
-    valid = (sample < SATURATED) & torch.isfinite(sample)  # NaN: no data (outside a rig's thermal view)
-    # Saturated pixels sort last; the quantile ranks count the valid pixels only.
-    ranked = torch.sort(torch.where(valid, sample, torch.full_like(sample, float("inf"))), dim=1).values
-    last = (valid.sum(dim=1, keepdim=True) - 1).clamp(min=0)  # (B, 1) rank of the largest valid value
+    _, ranked, last = sorted_measurements(thermal, _QUANTILE_SAMPLES)
     lo = ranked.gather(1, torch.floor(low * last.float()).long())
     hi = ranked.gather(1, torch.ceil(high * last.float()).long())
     lo = torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo)).view(-1, 1, 1, 1)
@@ -167,13 +179,8 @@ class ThermalGainCorrection(nn.Module):
 
     def predict(self, thermal: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) raw thermal in 0..255 -> (B, 2): the predicted log gain and offset (0..255 units)."""
-        h, w = thermal.shape[-2:]
-        step = max(1, int(math.ceil(math.sqrt(h * w / 4096))))
-        sample = thermal[:, :, ::step, ::step].flatten(1).float()
-        valid = (sample < SATURATED) & torch.isfinite(sample)
-        ranked = torch.sort(torch.where(valid, sample, torch.full_like(sample, float("inf"))), dim=1).values
-        last = (valid.sum(dim=1, keepdim=True) - 1).clamp(min=0).float()
-        q = ranked.gather(1, torch.round(self.fractions[None] * last).long())
+        sample, ranked, last = sorted_measurements(thermal, 4096)
+        q = ranked.gather(1, torch.round(self.fractions[None] * last.float()).long())
         q = torch.where(torch.isfinite(q), q, torch.zeros_like(q)) / 255.0
         finite = torch.isfinite(sample).float().sum(1, keepdim=True).clamp(min=1)
         saturated = (sample >= SATURATED).float().sum(1, keepdim=True) / finite
