@@ -53,13 +53,15 @@ def test_layout_names_and_formats(tmp_path):
     assert lab.shape == (64, 96) and set(np.unique(lab)) <= {0, 1, 2, 3, 4}
 
 
-def test_idempotent_and_rebuilt_on_new_parameters(tmp_path):
-    out = generate_synthetic_rgbt(tmp_path, **SMALL)
+@pytest.mark.parametrize("generate", [generate_synthetic_rgbt, generate_synthetic_mfnet],
+                         ids=["embedded", "mfnet_like"])
+def test_idempotent_and_rebuilt_on_new_parameters(tmp_path, generate):
+    out = generate(tmp_path, **SMALL)
     probe = os.path.join(out, "images", "00000D.png")
     os.utime(probe, (1, 1))
-    generate_synthetic_rgbt(tmp_path, **SMALL)
+    generate(tmp_path, **SMALL)
     assert os.stat(probe).st_mtime == 1  # not rewritten
-    generate_synthetic_rgbt(tmp_path, **{**SMALL, "num_test": 1})
+    generate(tmp_path, **{**SMALL, "num_test": 1})
     assert os.stat(probe).st_mtime != 1
     assert not os.path.exists(os.path.join(out, "images", "00005N.png"))  # old extra file removed
     with open(os.path.join(out, "manifest.json")) as f:
