@@ -217,17 +217,42 @@ class SARTMCriterion(nn.Module):
             "loss_consistency", "loss_trust".
         """
         main, aux, sfm = predictions["main"], predictions.get("aux"), predictions.get("sfm")
-        trust_levels = predictions.get("trust_levels")
-        gain = predictions.get("gain")
+        trust_levels, gain, device = predictions.get("trust_levels"), predictions.get("gain"), main.device
+        # Each row's target thermal image (its own, a corrupted row's its clean copy's) and the clean
+        # pairs the stand-ins learn from (without a split: the rows with both streams).
+        target_rows = torch.arange(main.shape[0], device=device)
         if split is None:
             losses = self.segmentation_losses(main, aux, sfm, targets, text_embeddings)
-            if self.standin_weight > 0 and trust_levels is not None:
-                both = None if present is None else present.all(dim=1).nonzero()[:, 0]
-                losses["loss_standin"] = self.standin_weight * standin_loss(trust_levels, both)
-            if self.gain_correction_weight > 0 and gain is not None:
-                own = torch.arange(main.shape[0], device=main.device)
-                losses["loss_gain"] = self.gain_correction_weight * gain_correction_loss(*gain, own, present)
-            return losses
+            pairs = None if present is None else present.all(dim=1).nonzero()[:, 0]
+        else:
+            def rows(t, index):
+                return None if t is None else t[index.to(t.device)]
+
+            clean, corrupted, copies = (t.to(device) for t in (split.clean, split.corrupted, split.copies))
+            losses = self.segmentation_losses(
+                rows(main, clean), rows(aux, clean), rows(sfm, clean), rows(targets, clean), text_embeddings
+            )
+            if self.corrupted_loss_weight > 0:
+                extra = self.segmentation_losses(
+                    rows(main, corrupted), rows(aux, corrupted), None, rows(targets, corrupted), None
+                )
+                losses.update({f"{k}_corrupted": self.corrupted_loss_weight * v for k, v in extra.items()})
+            if self.consistency_weight > 0:
+                losses["loss_consistency"] = self.consistency_weight * consistency_loss(
+                    main[corrupted], main[copies].detach(), temperature=self.consistency_temperature
+                )
+            if self.trust_weight > 0 and trust_levels is not None:
+                losses["loss_trust"] = self.trust_weight * trust_fidelity_loss(
+                    trust_levels, corrupted, copies, present
+                )
+            target_rows[corrupted] = copies
+            pairs = clean  # the clean batch: every row a clean pair
+        if self.standin_weight > 0 and trust_levels is not None:
+            losses["loss_standin"] = self.standin_weight * standin_loss(trust_levels, pairs)
+        if self.gain_correction_weight > 0 and gain is not None:
+            gain_loss = gain_correction_loss(*gain, target_rows, present)
+            losses["loss_gain"] = self.gain_correction_weight * gain_loss
+        return losses
 
         def rows(t, index):
             return None if t is None else t[index.to(t.device)]
