@@ -498,3 +498,37 @@ def test_robust_stage_loads_a_plain_checkpoint_and_trains_only_its_parts(synthet
             assert torch.equal(value, state[name]), name
     with pytest.raises(ValueError, match="TRAIN_ONLY_ROBUST_PARTS is True, but MODEL.SARTM.FUSION"):
         build_model(tiny_cfg(CONFIG, *NO_TEXT, "MODEL.SARTM.ROBUST.TRAIN_ONLY_ROBUST_PARTS", "True"))
+
+
+def test_gain_correction_term_targets_each_corrupted_row_at_its_clean_copy(monkeypatch):
+    """In a training step the gain correction learns from every row: a corrupted row's target is its
+    clean copy's thermal image, any other row's its own."""
+    from sartm_d2.modeling import criterion as criterion_module
+
+    torch.manual_seed(0)
+    opts = [*NO_TEXT, "MODEL.SARTM.ROBUST.THERMAL_GAIN_CORRECTION", "True",
+            "MODEL.SARTM.CONSISTENCY.LOSS_WEIGHT", "1.0"]
+    model = build_model(tiny_cfg(CONFIG, *opts)).train()
+    seen = {}
+    real = criterion_module.gain_correction_loss
+
+    def recording(correction, params, thermal, target_rows, present, **kwargs):
+        seen.update(params=params, thermal=thermal, target_rows=target_rows)
+        return real(correction, params, thermal, target_rows, present, **kwargs)
+
+    monkeypatch.setattr(criterion_module, "gain_correction_loss", recording)
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(4, 64, 96, generator=g) * 200
+    corrupted = clean.clone()
+    corrupted[3] *= 0.5
+    label = torch.zeros(64, 96, dtype=torch.long)
+    batch = [{"image": corrupted, "clean_image": clean, "sem_seg": label},
+             {"image": torch.rand(4, 64, 96, generator=g) * 200, "sem_seg": label}]
+    with EventStorage():
+        losses = model(batch)
+    assert "loss_gain" in losses and torch.isfinite(losses["loss_gain"])
+    assert seen["target_rows"].tolist() == [2, 1, 2]  # rows: the corrupted sample, the other, the copy
+    torch.testing.assert_close(seen["thermal"][0], corrupted[3:4])
+    torch.testing.assert_close(seen["thermal"][2], clean[3:4])
+    sum(losses.values()).backward()
+    assert model.input_norm.gain_correction.mlp[-1].weight.grad.abs().sum() > 0
